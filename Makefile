@@ -1,0 +1,45 @@
+# MedTrans: `make demo` and `make test` set everything up themselves (venv in .venv/, pip, apt packages).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages: chromium for the browser tests, Mesa's EGL/OSMesa for off-screen VTK rendering.
+APT_PACKAGES := chromium libegl1 libgl1 libosmesa6 libglu1-mesa libxrender1 libxt6
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test test-fast web lint format system-deps clean
+
+$(STAMP): pyproject.toml training/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch is pinned to the CPU build in pyproject.toml (a bare `torch` would pull a multi-GB CUDA build).
+	$(BIN)/python -m pip install -q -e ".[web,test]" -e ./training
+	@touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/medtrans demo --out medtrans-demo
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+web: $(STAMP) system-deps
+	$(BIN)/medtrans web
+
+lint format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) medtrans-demo Testing/artifacts .pytest_cache

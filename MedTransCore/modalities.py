@@ -1,0 +1,125 @@
+"""The modality registry: one home for units, normalisation and display settings.
+
+Normalisation maps intensities to roughly [-1, 1] with an exact affine inverse (no clipping), so a
+round trip through the pipeline returns the input:
+
+* CT-like (HU): a fixed window ``[-1024, 3000]`` HU -> ``[-1, 1]`` (the SynthRAD evaluation range);
+* MR (unitless, non-negative): ``0 -> -1`` and the robust upper percentile inside the body mask -> ``1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .errors import InputError
+
+CT_WINDOW_HU = (-1024.0, 3000.0)
+MR_UPPER_PERCENTILE = 99.5
+# Scale of a synthetic MR when no source statistics apply (MR has no absolute unit).
+MR_CANONICAL_HIGH = 1000.0
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One imaging modality.
+
+    Args:
+        key: registry key, e.g. ``"MR_T1"``.
+        description: human-readable name.
+        kind: ``"ct"`` (values in Hounsfield units) or ``"mr"`` (unitless).
+        unit: ``"HU"`` or ``"a.u."``.
+        dicom_modality: the DICOM Modality (0008,0060) value expected for this modality.
+        window: display ``(level, width)``; ``None`` means derive from the data (MR).
+    """
+
+    key: str
+    description: str
+    kind: Literal["ct", "mr"]
+    unit: str
+    dicom_modality: str
+    window: tuple[float, float] | None
+
+    @property
+    def is_ct(self) -> bool:
+        return self.kind == "ct"
+
+
+MODALITIES: dict[str, Modality] = {
+    m.key: m
+    for m in (
+        Modality("CT", "CT (non-contrast)", "ct", "HU", "CT", (40.0, 400.0)),
+        Modality("CBCT", "Cone-beam CT", "ct", "HU", "CT", (40.0, 400.0)),
+        Modality("CT_ARTERIAL", "Contrast CT, arterial phase", "ct", "HU", "CT", (60.0, 500.0)),
+        Modality("CT_VENOUS", "Contrast CT, portal-venous phase", "ct", "HU", "CT", (60.0, 400.0)),
+        Modality("MR_T1", "MR T1-weighted", "mr", "a.u.", "MR", None),
+        Modality("MR_T1C", "MR T1-weighted, contrast-enhanced", "mr", "a.u.", "MR", None),
+        Modality("MR_T2", "MR T2-weighted", "mr", "a.u.", "MR", None),
+        Modality("MR_FLAIR", "MR T2-FLAIR", "mr", "a.u.", "MR", None),
+        Modality("MR_PD", "MR proton-density-weighted", "mr", "a.u.", "MR", None),
+    )
+}
+
+
+def get_modality(key: str) -> Modality:
+    """Return the registered modality ``key`` or raise an ``InputError`` listing the valid keys."""
+    try:
+        return MODALITIES[key]
+    except KeyError:
+        raise InputError(f"unknown modality {key!r}; choose one of {', '.join(MODALITIES)}") from None
+
+
+def normalisation_params(array: np.ndarray, modality: str, mask: np.ndarray | None = None) -> dict[str, float]:
+    """Parameters of the affine normalisation of ``array`` for ``modality``.
+
+    Args:
+        array: intensities, any shape.
+        modality: registry key.
+        mask: optional boolean array of the same shape (body mask) for the MR percentile.
+
+    Returns:
+        ``{"low": value mapped to -1, "high": value mapped to +1}``.
+    """
+    m = get_modality(modality)
+    if m.is_ct:
+        return {"low": CT_WINDOW_HU[0], "high": CT_WINDOW_HU[1]}
+    values = array[mask] if mask is not None and mask.any() else array[array > 0]
+    if values.size == 0:
+        values = array.ravel()
+    high = float(np.percentile(values, MR_UPPER_PERCENTILE))
+    if not np.isfinite(high) or high <= 0:
+        high = float(np.max(array)) if np.max(array) > 0 else 1.0
+    return {"low": 0.0, "high": high}
+
+
+def default_params(modality: str) -> dict[str, float]:
+    """Normalisation parameters for a synthetic output of ``modality`` with no statistics of its own."""
+    m = get_modality(modality)
+    if m.is_ct:
+        return {"low": CT_WINDOW_HU[0], "high": CT_WINDOW_HU[1]}
+    return {"low": 0.0, "high": MR_CANONICAL_HIGH}
+
+
+def normalise(array, params: dict[str, float]):
+    """Map intensities to the model range: ``low -> -1``, ``high -> 1`` (numpy array or torch tensor)."""
+    low, high = params["low"], params["high"]
+    return (array - low) * (2.0 / (high - low)) - 1.0
+
+
+def denormalise(array, params: dict[str, float]):
+    """Exact inverse of :func:`normalise`."""
+    low, high = params["low"], params["high"]
+    return (array + 1.0) * ((high - low) / 2.0) + low
+
+
+def display_window(modality: str, array: np.ndarray | None = None) -> tuple[float, float]:
+    """Display ``(level, width)``: the registry's for CT, robust percentiles of the data for MR."""
+    m = get_modality(modality)
+    if m.window is not None:
+        return m.window
+    if array is None or not np.any(array > 0):
+        return (MR_CANONICAL_HIGH / 2, MR_CANONICAL_HIGH)
+    lo, hi = np.percentile(array[array > 0], [1.0, 99.5])
+    return (float((lo + hi) / 2), float(max(hi - lo, 1e-6)))

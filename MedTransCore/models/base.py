@@ -1,0 +1,98 @@
+"""The one interface every model family implements.
+
+A translator works on *normalised* tensors on the model's grid; reading, resampling, sliding windows,
+normalisation and writing are the pipeline's job (``MedTransCore.translate``), so a family only maps a
+source window to a target window.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+
+from ..bundles import Bundle
+from ..errors import CancelledError, InputError
+
+ProgressFn = Callable[[float], None]
+CancelFn = Callable[[], bool]
+
+
+def check_cancel(cancel: CancelFn | None) -> None:
+    """Raise ``CancelledError`` when the caller asked to stop."""
+    if cancel is not None and cancel():
+        raise CancelledError("translation cancelled")
+
+
+class Translator(ABC):
+    """A model family bound to one bundle.
+
+    Args:
+        bundle: the loaded bundle (weights are read from it by the subclass).
+        device: where the network runs.
+    """
+
+    #: registry name, equal to the bundle's ``family`` field.
+    family: str = ""
+    #: dtype of the tensors the pipeline hands in (baselines use float64 for exact round trips).
+    dtype: torch.dtype = torch.float32
+    #: True when repeated sampling with different seeds gives different results (uncertainty maps).
+    stochastic: bool = False
+
+    def __init__(self, bundle: Bundle, device: torch.device | str = "cpu") -> None:
+        self.bundle = bundle
+        self.device = torch.device(device)
+
+    def check_pair(self, source_modality: str, target_modality: str) -> None:
+        if not self.bundle.supports(source_modality, target_modality):
+            pairs = ", ".join(f"{s}->{t}" for s, t in self.bundle.pairs)
+            raise InputError(
+                f"model {self.bundle.name!r} does not support {source_modality}->{target_modality}; it supports: {pairs}"
+            )
+
+    @property
+    def default_steps(self) -> int | None:
+        sampler = self.bundle.metadata.get("sampler") or {}
+        return sampler.get("default_steps")
+
+    def prepare(self, source: torch.Tensor, mask: torch.Tensor, source_modality: str, target_modality: str) -> None:
+        """Called once with the whole normalised volume before any window is translated.
+
+        Args:
+            source: ``(1, 1, Z, Y, X)`` the whole normalised source on the model's spacing.
+            mask: ``(1, 1, Z, Y, X)`` boolean body mask on the same grid.
+
+        Families that need volume-level statistics (histogram matching) override it; the default does nothing.
+        """
+
+    def bytes_per_window_voxel(self) -> float:
+        """Rough peak memory per voxel of one window, for the memory guard (override for big networks)."""
+        return 64.0
+
+    @abstractmethod
+    def translate(
+        self,
+        source: torch.Tensor,
+        source_modality: str,
+        target_modality: str,
+        *,
+        steps: int | None = None,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> torch.Tensor:
+        """Translate one normalised window.
+
+        Args:
+            source: ``(B, 1, Z, Y, X)`` normalised source intensities on the model's grid, on ``self.device``.
+            source_modality: registry key of the source.
+            target_modality: registry key of the target.
+            steps: sampler steps (diffusion families); ``None`` = the bundle's default.
+            seed: seed of any random sampling (same seed, same result).
+            progress: called with a fraction in ``[0, 1]`` of this window's work.
+            cancel: polled between steps; when it returns True, raise ``CancelledError``.
+
+        Returns:
+            ``(B, 1, Z, Y, X)`` normalised target intensities.
+        """
