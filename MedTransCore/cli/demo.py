@@ -18,7 +18,7 @@ from .tables import metrics_table
 
 SOURCE, TARGET = "CBCT", "CT"
 # The embedded default case: a seeded head phantom (the same volume on every machine).
-DEMO_CASE = {"anatomy": "head", "seed": 7, "shape": (96, 96, 80), "spacing": (2.0, 2.0, 2.0)}
+DEMO_CASE = {"anatomy": "head", "seed": 7, "shape": (112, 112, 96), "spacing": (2.4, 2.4, 2.4)}
 BASELINES = ("identity", "histogram_matching")
 
 
@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         notes.append(
             f"no trained {SOURCE}->{TARGET} model is installed: this is the '{bundle.family}' BASELINE, not a trained model"
         )
-    notes.append(bundle.metadata.get("limitations") or "demo data: a simulated head phantom, not a patient")
+    else:
+        notes.append(bundle.metadata.get("limitations") or "a demonstration model")
+    notes.append("demo data: a simulated head phantom, not a patient")
     paths["metrics"] = write_metrics_json(
         out / "metrics.json",
         model_metrics,
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         target_modality=TARGET,
         metrics=model_metrics,
         baseline_metrics=source_metrics,
-        title=f"MedTrans demo: SYNTHETIC {TARGET} from {SOURCE} (head phantom)",
+        title="MedTrans demo: simulated head phantom",
         notes=notes,
     )
     print()

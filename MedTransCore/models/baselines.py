@@ -13,6 +13,8 @@ import torch
 from .base import CancelFn, ProgressFn, Translator
 
 N_QUANTILES = 201
+# Normalised value of air (CT-like) and of no signal (MR).
+BACKGROUND = -1.0
 
 
 def quantile_levels() -> np.ndarray:
@@ -72,6 +74,10 @@ class HistogramMatchingTranslator(Translator):
         # Quantiles of a volume with large uniform regions repeat; np.interp needs increasing x.
         src_q, idx = np.unique(src_q, return_index=True)
         tgt_q = self.reference[target_modality][idx]
+        # Anchor "nothing" (air / no signal, normalised -1) to itself so the background outside the body stays
+        # background instead of taking the darkest in-body value.
+        if src_q[0] > BACKGROUND and tgt_q[0] > BACKGROUND:
+            src_q, tgt_q = np.concatenate([[BACKGROUND], src_q]), np.concatenate([[BACKGROUND], tgt_q])
         mapped = np.interp(source.cpu().numpy(), src_q, tgt_q)
         if progress is not None:
             progress(1.0)

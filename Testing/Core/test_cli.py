@@ -83,7 +83,7 @@ def bad_inputs(tmp_path) -> dict[str, tuple[str, str]]:
     write(ct_like_volume(), good)
     data = open(good, "rb").read()
     (tmp_path / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
-    cases["truncated"] = (str(tmp_path / "truncated.nii.gz"), "read")
+    cases["truncated"] = (str(tmp_path / "truncated.nii.gz"), "truncated")
     (tmp_path / "volume.xyz").write_bytes(b"hello")
     cases["extension"] = (str(tmp_path / "volume.xyz"), ".nrrd")
     nan = sitk.GetArrayFromImage(ct_like_volume())

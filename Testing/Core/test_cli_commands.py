@@ -18,7 +18,7 @@ def test_the_demo_writes_its_files_and_prints_the_table(tmp_path, capsys):
     for name in ("source_CBCT.nii.gz", "synthetic_CT.nii.gz", "reference_CT.nii.gz", "difference.nii.gz", "report.png"):
         assert (tmp_path / name).stat().st_size > 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["MAE"] < metrics["source_vs_reference"]["MAE"], "the model must beat using the CBCT as is"
+    assert metrics["metrics"]["MAE"] < metrics["source_vs_reference"]["MAE"], "the model must beat using the CBCT as is"
 
 
 def test_phantom_writes_every_modality_with_labels_and_mask(tmp_path, capsys):
@@ -40,7 +40,7 @@ def test_evaluate_scores_and_refuses_mismatched_grids_unless_registered(tmp_path
     pred.CopyInformation(reference)
     p, r = write(pred, tmp_path / "p.nrrd"), write(reference, tmp_path / "r.nrrd")
     assert run_cli("evaluate", "--prediction", p, "--reference", r, "--modality", "CT", "--json", tmp_path / "m.json") == 0
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert metrics["ME"] == pytest.approx(10.0) and metrics["MAE"] == pytest.approx(10.0)
     shifted = sitk.Image(reference)
     shifted.SetOrigin([o + 3.0 for o in reference.GetOrigin()])

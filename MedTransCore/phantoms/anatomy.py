@@ -1,0 +1,36 @@
+"""Label maps of the phantom anatomies: one registry, one pose per case, one canvas painted per anatomy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import head, pelvis
+from .frame import Frame
+from .shapes import Canvas
+
+# anatomy -> module with HALF_EXTENT (mm around CENTRE, inf = unbounded), CENTRE (anatomical mm that lands
+# at the volume centre), MAX_SHIFT (mm of random shift per axis) and build(canvas, rng) -> drawn parameters
+_BUILDERS = {"head": head, "pelvis": pelvis}
+ANATOMIES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def make_labels(
+    anatomy: str, shape_xyz: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
+    """Draw one case of ``anatomy`` on the grid.
+
+    Args:
+        anatomy: one of ``ANATOMIES``.
+        shape_xyz: voxels along (x, y, z).
+        spacing: mm along (x, y, z).
+        rng: the case's geometry stream.
+
+    Returns:
+        ``(labels, info)``: uint8 label map shaped (z, y, x) and the drawn parameters (JSON-ready).
+    """
+    module = _BUILDERS[anatomy]
+    frame = Frame.sample(shape_xyz, spacing, module.HALF_EXTENT, rng, centre=module.CENTRE, max_shift=module.MAX_SHIFT)
+    canvas = Canvas(frame)
+    info = module.build(canvas, rng)
+    info["scale"] = round(frame.scale, 3)
+    return canvas.labels, info
