@@ -1,0 +1,166 @@
+"""Result nodes of a translation: labelled synthetic volumes, the difference map and its colours, metrics, transform.
+
+Everything here writes MRML only (no Qt), so desktop Slicer, the browser front end and the tests share it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkStringArray
+
+from .volumes import LPS_FROM_RAS, arrayToMatrix
+
+ATTRIBUTE_PREFIX = "MedTrans."
+SYNTHETIC_ATTRIBUTE = ATTRIBUTE_PREFIX + "Synthetic"
+ROLE_ATTRIBUTE = ATTRIBUTE_PREFIX + "Role"
+DIVERGING_COLOR_NAME = "MedTrans difference (blue-white-red)"
+DIVERGING_COLORS = 256
+# Order of the rows of the metrics table; metrics the core does not report are left out.
+METRIC_ROWS = ("MAE", "ME", "PSNR", "SSIM", "MS_SSIM", "NMSE", "NCC", "MAE_air", "MAE_soft_tissue", "MAE_bone")
+
+
+def resultName(sourceName: str, targetModality: str, kind: str) -> str:
+    """``"<source> -> CT (synthetic)"`` and its siblings ``(difference)``, ``(uncertainty)``, ``(metrics)``."""
+    return f"{sourceName} -> {targetModality} ({kind})"
+
+
+def markResult(node, role: str, settings: dict, warnings: list[str], synthetic: bool) -> None:
+    """Attributes that say what a node is and how it was made.
+
+    ``MedTrans.Synthetic`` is ``true`` on every image a model produced (synthetic volume, uncertainty) and
+    ``false`` on derived comparisons (difference, metrics); the settings record model, version and options.
+    """
+    node.SetAttribute(SYNTHETIC_ATTRIBUTE, "true" if synthetic else "false")
+    node.SetAttribute(ROLE_ATTRIBUTE, role)
+    for key, attribute in (
+        ("model", "Model"),
+        ("version", "ModelVersion"),
+        ("family", "ModelFamily"),
+        ("steps", "Steps"),
+        ("seed", "Seed"),
+        ("device", "Device"),
+        ("source_modality", "SourceModality"),
+        ("target_modality", "TargetModality"),
+    ):
+        value = settings.get(key)
+        node.SetAttribute(ATTRIBUTE_PREFIX + attribute, "" if value is None else str(value))
+    node.SetAttribute(ATTRIBUTE_PREFIX + "Settings", json.dumps(settings, sort_keys=True))
+    node.SetAttribute(ATTRIBUTE_PREFIX + "Warnings", json.dumps(warnings))
+    if synthetic:
+        node.SetDescription(
+            f"SYNTHETIC {settings.get('target_modality')} made by MedTrans model {settings.get('model')} "
+            f"{settings.get('version')} from {settings.get('source_modality')}; not an acquired image."
+        )
+
+
+def setWindowLevel(volumeNode, level: float, width: float, colorNodeID: str | None = None) -> None:
+    """Fixed display window (no auto window/level) and, optionally, a colour table."""
+    display = volumeNode.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(float(width), float(level))
+    if colorNodeID is not None:
+        display.SetAndObserveColorNodeID(colorNodeID)
+
+
+def findDivergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode | None:
+    """The colour table made by :func:`divergingColorNode`, if the scene has it."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
+        if node.GetAttribute(ROLE_ATTRIBUTE) == "diverging":
+            return node
+    return None
+
+
+def divergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode:
+    """The scene's blue-white-red colour table for signed differences (made once, then reused).
+
+    Used with a window centred on 0, negative differences are blue, none white, positive red.
+    """
+    existing = findDivergingColorNode(scene)
+    if existing is not None:
+        return existing
+    node = scene.CreateNodeByClass("vtkMRMLColorTableNode")
+    node.SetName(DIVERGING_COLOR_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(DIVERGING_COLORS)
+    half = (DIVERGING_COLORS - 1) / 2.0
+    for index in range(DIVERGING_COLORS):
+        t = (index - half) / half  # -1 (most negative) .. 1 (most positive)
+        red, green, blue = (1.0, 1.0 - t, 1.0 - t) if t >= 0 else (1.0 + t, 1.0 + t, 1.0)
+        node.SetColor(index, f"{t:+.3f}", red, green, blue, 1.0)
+    node.SetAttribute(ROLE_ATTRIBUTE, "diverging")
+    scene.AddNode(node)
+    return node
+
+
+def symmetricRange(difference: np.ndarray, percentile: float = 99.0) -> float:
+    """Half-width of the difference window: a robust maximum of ``|difference|`` (at least 1)."""
+    finite = np.abs(difference[np.isfinite(difference)])
+    if finite.size == 0:
+        return 1.0
+    return float(max(np.percentile(finite, percentile), 1.0))
+
+
+def addMetricsTable(
+    scene: slicer.vtkMRMLScene, metrics: dict[str, float], modality: str, name: str
+) -> slicer.vtkMRMLTableNode:
+    """A table node with one row per metric: ``Metric``, ``Value``, ``Unit`` (NaN where undefined)."""
+    from MedTransCore.metrics import metric_unit  # needs scipy: imported once the dependencies are installed
+
+    names, values, units = vtkStringArray(), vtkDoubleArray(), vtkStringArray()
+    names.SetName("Metric")
+    values.SetName("Value")
+    units.SetName("Unit")
+    for key in METRIC_ROWS:
+        if key in metrics:
+            names.InsertNextValue(key)
+            values.InsertNextValue(float(metrics[key]))
+            units.InsertNextValue(metric_unit(key, modality))
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for column in (names, values, units):
+        table.AddColumn(column)
+    table.SetUseColumnTitleAsColumnHeader(True)
+    return table
+
+
+def metricsFromTable(table: slicer.vtkMRMLTableNode) -> dict[str, float]:
+    """The ``{metric: value}`` rows of a table made by :func:`addMetricsTable`."""
+    vtkTable = table.GetTable()
+    names, values = vtkTable.GetColumnByName("Metric"), vtkTable.GetColumnByName("Value")
+    return {names.GetValue(row): values.GetValue(row) for row in range(vtkTable.GetNumberOfRows())}
+
+
+def rasMatrixFromTransform(transform: sitk.Transform) -> np.ndarray:
+    """The 4x4 RAS matrix of a SimpleITK rigid/affine transform (which maps LPS fixed points to moving points).
+
+    A matrix-offset transform is ``y = A (x - c) + c + t``; in RAS it is ``F [A, t + c - A c] F`` with
+    ``F = diag(-1, -1, 1, 1)``.
+    """
+    transform = transform.Downcast() if hasattr(transform, "Downcast") else transform
+    if isinstance(transform, sitk.CompositeTransform):
+        if transform.GetNumberOfTransforms() != 1:
+            raise ValueError("expected one rigid transform")
+        transform = transform.GetNthTransform(0).Downcast()
+    linear = np.asarray(transform.GetMatrix(), dtype=float).reshape(3, 3)
+    center = np.asarray(transform.GetCenter(), dtype=float)
+    offset = np.asarray(transform.GetTranslation(), dtype=float) + center - linear @ center
+    flip = np.eye(4)
+    flip[:3, :3] = LPS_FROM_RAS
+    lps = np.eye(4)
+    lps[:3, :3], lps[:3, 3] = linear, offset
+    return flip @ lps @ flip
+
+
+def addRigidTransform(scene: slicer.vtkMRMLScene, transform: sitk.Transform, name: str):
+    """A linear transform node that moves the (unaligned) reference onto the synthetic volume.
+
+    SimpleITK's registration transform maps fixed (synthetic) points to moving (reference) points, which is
+    Slicer's "from parent" direction for the reference: put the reference under this node to see it aligned.
+    """
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
+    node.SetMatrixTransformFromParent(arrayToMatrix(rasMatrixFromTransform(transform)))
+    return node
