@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
-from .modalities import MODALITIES
+from .errors import BundleError, InputError
+from .modalities import MODALITIES, get_modality
 
 SCHEMA_VERSION = 1
+# Preferred family when no model is named: trained models first, then the baselines.
+FAMILY_PRIORITY = ("aldm", "unet", "histogram_matching", "identity")
 SHIPPED_DIR = Path(__file__).parent / "models" / "bundles"
 # Fields every metadata.json must have, with their JSON types.
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -211,3 +213,27 @@ def find_bundle(name_or_dir: str | Path) -> Bundle:
             return bundle
     names = ", ".join(b.name for b in installed_bundles()) or "none"
     raise BundleError(f"no model named {str(name_or_dir)!r}; installed: {names}")
+
+
+def _family_rank(bundle: Bundle) -> int:
+    return FAMILY_PRIORITY.index(bundle.family) if bundle.family in FAMILY_PRIORITY else len(FAMILY_PRIORITY)
+
+
+def select_bundle(source_modality: str, target_modality: str, model: str | Path | None = None) -> Bundle:
+    """The named bundle (checked to support the pair) or the best installed one for the pair.
+
+    Cheap (no torch): GUIs call it to validate a request before starting a run.
+    """
+    get_modality(source_modality), get_modality(target_modality)
+    if model is not None:
+        bundle = find_bundle(model)
+        if not bundle.supports(source_modality, target_modality):
+            pairs = ", ".join(f"{s}->{t}" for s, t in bundle.pairs)
+            raise InputError(
+                f"model {bundle.name!r} does not support {source_modality}->{target_modality}; it supports: {pairs}"
+            )
+        return bundle
+    candidates = [b for b in installed_bundles() if b.supports(source_modality, target_modality)]
+    if not candidates:
+        raise InputError(f"no installed model supports {source_modality}->{target_modality}; see `medtrans models`")
+    return min(candidates, key=_family_rank)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.data.utils import dense_patch_slices
-from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from .modalities import get_modality
@@ -230,6 +228,8 @@ def sliding_window_positions(
         raise ValueError(f"window {tuple(window)} must be positive and match shape {tuple(shape)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    from monai.data.utils import dense_patch_slices  # MONAI is heavy to import; only window runs need it
+
     size = tuple(max(n, w) for n, w in zip(shape, window))
     interval = tuple(w if w == n else max(int(w * (1 - overlap)), 1) for n, w in zip(size, window))
     return list(dense_patch_slices(size, window, interval))
@@ -280,6 +280,8 @@ def run_sliding_windows(
         if progress is not None:
             progress(done / total)
         return out
+
+    from monai.inferers import sliding_window_inference
 
     return sliding_window_inference(
         volume,

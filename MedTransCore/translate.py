@@ -15,18 +15,18 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .bundles import Bundle, find_bundle, installed_bundles
+from .bundles import Bundle, select_bundle
 from .errors import InputError
 from .memory import check_memory
-from .modalities import default_params, denormalise, get_modality, normalisation_params, normalise
+from .modalities import default_params, denormalise, normalisation_params, normalise
 from .models.base import Translator, check_cancel
 from .models.registry import get_translator_class
 from .plausibility import check_plausibility
 from .preprocess import body_mask, resample_like, resample_to_spacing, run_sliding_windows
 
 StageProgress = Callable[[float, str], None]
-# Preferred family when no model is named: trained models first, then the baselines.
-FAMILY_PRIORITY = ("aldm", "unet", "histogram_matching", "identity")
+# Re-exported: front ends import the whole translation API from here.
+select_model = select_bundle
 # The normalised value of "nothing": air for CT-like, 0 for MR.
 BACKGROUND = -1.0
 
@@ -59,27 +59,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda"):
         raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
     return torch.device(device)
-
-
-def _family_rank(bundle: Bundle) -> int:
-    return FAMILY_PRIORITY.index(bundle.family) if bundle.family in FAMILY_PRIORITY else len(FAMILY_PRIORITY)
-
-
-def select_model(source_modality: str, target_modality: str, model: str | Path | None = None) -> Bundle:
-    """The named bundle (checked to support the pair) or the best installed one for the pair."""
-    get_modality(source_modality), get_modality(target_modality)
-    if model is not None:
-        bundle = find_bundle(model)
-        if not bundle.supports(source_modality, target_modality):
-            pairs = ", ".join(f"{s}->{t}" for s, t in bundle.pairs)
-            raise InputError(
-                f"model {bundle.name!r} does not support {source_modality}->{target_modality}; it supports: {pairs}"
-            )
-        return bundle
-    candidates = [b for b in installed_bundles() if b.supports(source_modality, target_modality)]
-    if not candidates:
-        raise InputError(f"no installed model supports {source_modality}->{target_modality}; see `medtrans models`")
-    return min(candidates, key=_family_rank)
 
 
 def load_translator(bundle: Bundle, device: torch.device) -> Translator:

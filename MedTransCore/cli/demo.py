@@ -8,10 +8,6 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..io import write_image
-from ..metrics import difference_map, evaluate_images
-from ..phantoms import generate_phantom
-from ..report import write_metrics_json, write_report
-from ..translate import select_model, translate_image
 from .outputs import synthetic_metadata
 from .progress import ProgressPrinter
 from .tables import metrics_table
@@ -35,6 +31,12 @@ def _write(image: sitk.Image, path: Path, metadata: dict | None = None, syntheti
 
 
 def run(args: argparse.Namespace) -> int:
+    # Heavy imports (torch, MONAI, matplotlib) load only for the command that runs.
+    from ..metrics import difference_map, evaluate_images
+    from ..phantoms import generate_phantom
+    from ..report import write_metrics_json, write_report
+    from ..translate import select_model, translate_image
+
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     bundle = select_model(SOURCE, TARGET, args.model)

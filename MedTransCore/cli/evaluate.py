@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..io import read_image, read_mask
-from ..metrics import evaluate_images
-from ..registration import register_rigid
-from ..report import write_metrics_json
 from .options import add_modality_option
 from .tables import metrics_table
 
@@ -25,6 +21,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Heavy imports (torch, MONAI, matplotlib) load only for the command that runs.
+    from ..io import read_image, read_mask
+    from ..metrics import evaluate_images
+    from ..registration import register_rigid
+    from ..report import write_metrics_json
+
     prediction, _ = read_image(args.prediction)
     reference, _ = read_image(args.reference)
     mask = read_mask(args.mask, like=prediction) if args.mask else None

@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import read_image, write_image
-from ..translate import translate_image
 from .options import add_modality_option, add_model_options
 from .outputs import check_output_path, synthetic_metadata, write_synthetic
 from .progress import ProgressPrinter
@@ -30,6 +28,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Heavy imports (torch, MONAI, matplotlib) load only for the command that runs.
+    from ..io import read_image, write_image
+    from ..translate import translate_image
+
     outputs = [args.output] + ([args.uncertainty] if args.uncertainty else [])
     for output in outputs:
         check_output_path(output, [args.input], args.overwrite)

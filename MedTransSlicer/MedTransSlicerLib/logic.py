@@ -7,7 +7,7 @@ from pathlib import Path
 
 import slicer
 
-from MedTransCore.bundles import Bundle, find_bundle, installed_bundles
+from MedTransCore.bundles import Bundle, installed_bundles, select_bundle
 from MedTransCore.errors import InputError, MedTransError
 from MedTransCore.modalities import get_modality
 
@@ -176,24 +176,10 @@ class MedTransLogic:
             alignReference=bool(alignReference),
         )
 
-    @classmethod
-    def _checkModel(cls, sourceModality: str, targetModality: str, model: str | Path | None) -> str | None:
-        """The named bundle's folder, checked to support the pair; ``None`` lets the CLI pick the best installed.
-
-        Only ``MedTransCore.bundles`` is used: ``MedTransCore.translate.select_model`` would import torch and
-        MONAI into the GUI process, freezing it for seconds.
-        """
-        if model is not None:
-            bundle = find_bundle(model)
-            if not bundle.supports(sourceModality, targetModality):
-                pairs = ", ".join(f"{s}->{t}" for s, t in bundle.pairs)
-                raise InputError(
-                    f"model {bundle.name!r} does not support {sourceModality}->{targetModality}; it supports: {pairs}"
-                )
-            return str(bundle.path)
-        if not cls.availableModels(sourceModality, targetModality):
-            raise InputError(f"no installed model supports {sourceModality}->{targetModality}")
-        return None
+    @staticmethod
+    def _checkModel(sourceModality: str, targetModality: str, model: str | Path | None) -> str:
+        """The folder of the named (or best installed) bundle for the pair; cheap: no torch in the GUI process."""
+        return str(select_bundle(sourceModality, targetModality, model).path)
 
     # -- helpers for front ends --------------------------------------------------------------------------
 
