@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages: chromium for the browser tests, Mesa's EGL/OSMesa for off-screen VTK rendering.
-APT_PACKAGES := chromium libegl1 libgl1 libosmesa6 libglu1-mesa libxrender1 libxt6
+APT_PACKAGES := chromium libegl1 libegl-mesa0 libgl1-mesa-dri libglu1-mesa libxrender1 libxt6
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast web lint format system-deps clean

@@ -309,3 +309,15 @@ def evaluate_images(
             raise InputError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1")
         arrays.append(None if image is None else sitk.GetArrayViewFromImage(image))
     return compute_metrics(*arrays[:2], modality, mask=arrays[2], spacing=reference.GetSpacing())
+
+
+def reference_body_mask(reference: sitk.Image, modality: str) -> np.ndarray:
+    """The voxels front ends score by default: the body in the reference (as SynthRAD scores inside a body mask).
+
+    Returns:
+        ``(Z, Y, X)`` boolean array; the whole volume when no body is found.
+    """
+    from .preprocess import body_mask
+
+    mask = sitk.GetArrayFromImage(body_mask(reference, modality)).astype(bool)
+    return mask if mask.any() else np.ones_like(mask)

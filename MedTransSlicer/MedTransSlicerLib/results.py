@@ -78,7 +78,7 @@ def findDivergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTab
 def divergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode:
     """The scene's blue-white-red colour table for signed differences (made once, then reused).
 
-    Used with a window centred on 0, negative differences are blue, none white, positive red.
+    Used with a window centred on 0, negative differences are blue, none white (and transparent), positive red.
     """
     existing = findDivergingColorNode(scene)
     if existing is not None:
@@ -91,7 +91,8 @@ def divergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNo
     for index in range(DIVERGING_COLORS):
         t = (index - half) / half  # -1 (most negative) .. 1 (most positive)
         red, green, blue = (1.0, 1.0 - t, 1.0 - t) if t >= 0 else (1.0 + t, 1.0 + t, 1.0)
-        node.SetColor(index, f"{t:+.3f}", red, green, blue, 1.0)
+        # Opacity grows with |difference|: agreement stays see-through in the overlay on the synthetic image.
+        node.SetColor(index, f"{t:+.3f}", red, green, blue, min(1.0, 2.0 * abs(t)))
     node.SetAttribute(ROLE_ATTRIBUTE, "diverging")
     scene.AddNode(node)
     return node

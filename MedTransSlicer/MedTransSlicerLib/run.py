@@ -265,16 +265,22 @@ class TranslationRun:
         return sitk.GetArrayFromImage(image)
 
     def _compute(self) -> _Computed:
-        from MedTransCore.metrics import compute_metrics, difference_map
+        from MedTransCore.metrics import compute_metrics, difference_map, reference_body_mask
 
         request, payload = self.request, self._payload
         computed = _Computed(self._readOnSourceGrid(payload["output"]))
         if payload.get("uncertainty"):
             computed.uncertainty = self._readOnSourceGrid(payload["uncertainty"])
         if request.referenceImage is not None:
-            reference, mask = self._referenceOnSourceGrid(computed)
+            reference, inside = self._referenceOnSourceGrid(computed)
             computed.difference = difference_map(computed.synthetic, reference).astype(np.float32)
             self._stage = (self._share + 0.9 * (1 - self._share), "computing metrics")
+            referenceImage = sitk.GetImageFromArray(reference)
+            referenceImage.CopyInformation(request.sourceImage)
+            # Scored inside the reference's body (and its field of view): air around the patient says nothing.
+            mask = reference_body_mask(referenceImage, request.targetModality)
+            if inside is not None:
+                mask &= inside
             computed.metrics = compute_metrics(computed.synthetic, reference, request.targetModality, mask=mask)
         return computed
 

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from MedTransSlicerLib import results
 
 
-def test_the_difference_colours_run_blue_white_red_and_are_made_once_per_scene(scene):
+def test_the_difference_colours_run_blue_white_red_transparent_at_zero_and_are_made_once_per_scene(scene):
     colors = results.divergingColorNode(scene)
     assert results.divergingColorNode(scene) is colors
     assert scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == 1
@@ -20,8 +20,9 @@ def test_the_difference_colours_run_blue_white_red_and_are_made_once_per_scene(s
     assert rgba[:3] == [0.0, 0.0, 1.0]
     colors.GetColor(n - 1, rgba)
     assert rgba[:3] == [1.0, 0.0, 0.0]
+    assert rgba[3] == 1.0
     colors.GetColor(n // 2, rgba)
-    assert min(rgba[:3]) > 0.99
+    assert min(rgba[:3]) > 0.99 and rgba[3] < 0.05, "no difference must be see-through in the overlay"
     for index in range(n // 2):  # symmetric: index i and n-1-i are mirror images
         low, high = [0.0] * 4, [0.0] * 4
         colors.GetColor(index, low)
