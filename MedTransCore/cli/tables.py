@@ -27,7 +27,7 @@ def format_value(value) -> str:
 def metrics_table(columns: dict[str, dict[str, float]], modality: str) -> str:
     """Rows = metrics, one column per named set, e.g. ``{"synthetic vs reference": m1, "source vs reference": m2}``."""
     names = [n for n in ORDER if any(n in c for c in columns.values())]
-    names += sorted({n for c in columns.values() for n in c} - set(names) - {"voxels"})
+    names += sorted({n for c in columns.values() for n in c} - set(names) - {"voxels", "volume_ml"})
     header = ["metric", *columns]
     rows = [[f"{n} [{metric_unit(n, modality)}]" if metric_unit(n, modality) else n] for n in names]
     for row, name in zip(rows, names):
