@@ -1,0 +1,377 @@
+"""Benchmark: seconds and peak memory per volume for every installed model, and ALDM's quality versus steps.
+
+Every row runs ``translate_image`` on a head phantom in a *fresh subprocess*, so the whole pipeline is timed
+(model loading, preprocessing, sliding windows, sampling, resampling back) and the memory is that process's
+own: ``peak_memory_mb`` is its peak resident set (``getrusage`` ``ru_maxrss``, imports included) and
+``memory_delta_mb`` the part added by the translation (peak minus the resident set just before it). The
+phantom is simulated at the bundle's spacing, so ``grid`` is the voxel grid the model really processes.
+
+For ``aldm`` bundles a quality table translates one phantom with 10, 20, 50 and 200 DDIM steps (ALDM's own
+default is DDIM 200) and compares each result with the 200-step one and with the phantom's real target
+(``MedTransCore.metrics.compute_metrics`` in the body mask), with the speed-up over 200 steps, all measured in
+the same run. Targets: a 128^3 grid within 30 s on a CPU and 1 s on a CUDA GPU; rows say by how much they
+miss. ``quick=True`` is a smoke run (a 16^3 grid, 1 and 2 steps) for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .bundles import Bundle, find_bundle, installed_bundles
+from .errors import InputError
+
+StageProgress = Callable[[float, str], None]
+#: Seconds per volume the design aims for, by device and grid edge.
+TARGET_SECONDS = {"cpu": {128: 30.0}, "cuda": {128: 1.0}}
+QUALITY_STEPS = (10, 20, 50, 200)
+QUALITY_GRID = 64
+QUICK_GRID = 16
+QUICK_STEPS = (1, 2)
+#: Phantom seed of the benchmark: outside the shipped models' training (0-47) and validation (1000-1003) seeds.
+PHANTOM_SEED = 4242
+#: Preferred benchmark pair of a bundle, first supported wins (else the bundle's first pair).
+PREFERRED_PAIRS = (("MR_T1", "CT"), ("CBCT", "CT"), ("MR_T1", "MR_T2"))
+FAMILY_ORDER = ("identity", "histogram_matching", "unet", "aldm")
+
+
+def _benchmark_pair(bundle: Bundle) -> tuple[str, str]:
+    for pair in PREFERRED_PAIRS:
+        if bundle.supports(*pair):
+            return pair
+    return bundle.pairs[0]
+
+
+def _spacing(bundle: Bundle) -> tuple[float, float, float]:
+    spacing = bundle.metadata.get("spacing") or [3.0, 3.0, 3.0]
+    return tuple(float(s) for s in spacing)
+
+
+def _resolve_device(device: str) -> str:
+    from .translate import resolve_device  # torch is imported only when a benchmark runs
+
+    return resolve_device(device).type
+
+
+def _selected_bundles(families: Sequence[str] | None, models: Sequence[str] | None) -> list[Bundle]:
+    bundles = [find_bundle(m) for m in models] if models else installed_bundles()
+    if families is not None:
+        bundles = [b for b in bundles if b.family in families]
+    if not bundles:
+        raise InputError("no installed model matches the benchmark selection; see `medtrans models`")
+    return sorted(bundles, key=lambda b: (FAMILY_ORDER.index(b.family) if b.family in FAMILY_ORDER else 99, b.name))
+
+
+class _Phantoms:
+    """Phantom source / reference / mask files per (grid, spacing, pair), written once into ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: dict[tuple, dict[str, Path]] = {}
+
+    def get(self, grid: int, spacing: tuple[float, ...], pair: tuple[str, str]) -> dict[str, Path]:
+        key = (grid, spacing, pair)
+        if key not in self.made:
+            from .phantoms import generate_phantom
+
+            case = generate_phantom("head", PHANTOM_SEED, (grid,) * 3, spacing, modalities=list(pair))
+            stem = self.folder / f"phantom-{len(self.made)}"
+            paths = {"source": Path(f"{stem}-source.mha"), "reference": Path(f"{stem}-reference.mha")}
+            paths["mask"] = Path(f"{stem}-mask.mha")
+            sitk.WriteImage(case.images[pair[0]], str(paths["source"]))
+            sitk.WriteImage(case.images[pair[1]], str(paths["reference"]))
+            sitk.WriteImage(case.body_mask, str(paths["mask"]))
+            self.made[key] = paths
+        return self.made[key]
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one translation in a fresh interpreter (see :func:`_worker`); returns its measurements."""
+    command = [sys.executable, "-c", "from MedTransCore.benchmark import _worker; _worker()"]
+    done = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"benchmark run of {spec['model']} failed: {tail[0]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _worker() -> None:
+    """Subprocess entry: read a JSON spec on stdin, translate once, print one JSON line of measurements."""
+    spec = json.loads(sys.stdin.read())
+    import torch
+
+    from .translate import translate_image
+
+    image = sitk.ReadImage(spec["source"], sitk.sitkFloat32)
+    before = _rss_mb()
+    load = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = translate_image(
+        image,
+        spec["source_modality"],
+        spec["target_modality"],
+        model=spec["model"],
+        steps=spec["steps"],
+        seed=0,
+        device=spec["device"],
+    )
+    if spec["device"] == "cuda":
+        torch.cuda.synchronize()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kilobytes on Linux
+    if spec.get("output"):
+        sitk.WriteImage(result.image, spec["output"])
+    out = {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "load_average": load,
+        "peak_memory_mb": peak,
+        "memory_delta_mb": max(peak - before, 0.0),
+        "steps": result.settings["steps"],
+        "threads": torch.get_num_threads(),
+    }
+    if spec["device"] == "cuda":
+        out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
+
+
+def _target_fields(grid: int, device: str, seconds: float) -> dict[str, Any]:
+    target = TARGET_SECONDS.get(device, {}).get(grid)
+    if target is None:
+        return {"target_seconds": None, "target_met": None, "target_missed_by_s": None}
+    return {
+        "target_seconds": target,
+        "target_met": seconds <= target,
+        "target_missed_by_s": round(max(seconds - target, 0.0), 2),
+    }
+
+
+def _finite(value: float) -> float | None:
+    """JSON-safe float: ``inf``/``nan`` (identical or constant volumes) become ``None``."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _quality_rows(bundle: Bundle, files: dict[str, Path], grid: int, device: str, steps_list: Sequence[int], report):
+    from .metrics import compute_metrics
+
+    source_modality, target_modality = _benchmark_pair(bundle)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(files["mask"]))) > 0
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(files["reference"]))).astype(np.float64)
+    default = bundle.metadata.get("sampler", {}).get("default_steps")
+    steps_list = sorted({*steps_list, *([default] if default else [])})
+    top = max(steps_list)
+    outputs, rows = {}, []
+    for steps in steps_list:
+        report(f"{bundle.name}: quality, {steps} steps at {grid}^3")
+        output = files["source"].with_name(f"{bundle.name}-{grid}-{steps}.mha")
+        spec = {
+            "source": str(files["source"]),
+            "source_modality": source_modality,
+            "target_modality": target_modality,
+            "model": str(bundle.path),
+            "steps": steps,
+            "device": device,
+            "output": str(output),
+        }
+        measured = _measure(spec)
+        outputs[steps] = sitk.GetArrayFromImage(sitk.ReadImage(str(output))).astype(np.float64)
+        rows.append({"steps": steps, "measured": measured})
+    seconds_top = next(r["measured"]["seconds"] for r in rows if r["steps"] == top)
+    table = []
+    for row in rows:
+        steps, measured = row["steps"], row["measured"]
+        vs_top = compute_metrics(outputs[steps], outputs[top], target_modality, mask)
+        vs_ref = compute_metrics(outputs[steps], reference, target_modality, mask)
+        table.append(
+            {
+                "kind": "quality",
+                "family": bundle.family,
+                "model": bundle.name,
+                "pair": f"{source_modality}->{target_modality}",
+                "grid": grid,
+                "steps": steps,
+                "device": device,
+                "seconds": round(measured["seconds"], 3),
+                "peak_memory_mb": round(measured["peak_memory_mb"], 1),
+                "memory_delta_mb": round(measured["memory_delta_mb"], 1),
+                "reference_steps": top,
+                "psnr_vs_200": _finite(vs_top["PSNR"]),
+                "ssim_vs_200": _finite(vs_top["SSIM"]),
+                "psnr_vs_reference": _finite(vs_ref["PSNR"]),
+                "ssim_vs_reference": _finite(vs_ref["SSIM"]),
+                "mae_vs_reference": _finite(vs_ref["MAE"]),
+                "speedup_vs_200": round(seconds_top / measured["seconds"], 2),
+                "default": steps == default,
+            }
+        )
+    return table
+
+
+def run_benchmark(
+    *,
+    grids: Sequence[int] = (64, 96, 128),
+    families: Sequence[str] | None = None,
+    device: str = "cpu",
+    quick: bool = False,
+    progress: StageProgress | None = None,
+    models: Sequence[str] | None = None,
+    quality_steps: Sequence[int] = QUALITY_STEPS,
+) -> list[dict[str, Any]]:
+    """Time every selected model on phantoms of each grid; add ALDM's quality-versus-steps rows.
+
+    Args:
+        grids: cube edges (voxels at the bundle's spacing) of the speed rows.
+        families: restrict to these families (default: every installed one).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        quick: a smoke run: one 16^3 grid, 1 step for diffusion speed rows, quality with 1 and 2 steps.
+        progress: called with ``(fraction, words)`` before each measurement.
+        models: bundle names or folders to benchmark instead of every installed bundle.
+        quality_steps: DDIM steps of the quality rows (the largest is the comparison reference).
+
+    Returns:
+        rows (JSON-serialisable dicts): ``kind`` (``"speed"`` / ``"quality"``), ``family``, ``model``, ``pair``,
+        ``grid``, ``steps``, ``device``, ``seconds``, ``peak_memory_mb``, ``memory_delta_mb``, target fields
+        (speed) or ``psnr_vs_200``, ``ssim_vs_200``, ``psnr_vs_reference``, ``ssim_vs_reference``,
+        ``speedup_vs_200`` (quality).
+    """
+    device = _resolve_device(device)
+    bundles = _selected_bundles(families, models)
+    if quick:
+        grids, quality_steps = (QUICK_GRID,), QUICK_STEPS
+    quality_grid = QUICK_GRID if quick else QUALITY_GRID
+    stochastic = [b for b in bundles if b.family == "aldm"]
+    total = len(bundles) * len(grids) + len(stochastic) * (len(quality_steps) + 1)
+    done = 0
+
+    def report(words: str) -> None:
+        if progress is not None:
+            progress(done / max(total, 1), words)
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="medtrans-benchmark-") as tmp:
+        phantoms = _Phantoms(Path(tmp))
+        for bundle in bundles:
+            pair = _benchmark_pair(bundle)
+            for grid in grids:
+                report(f"{bundle.name}: {grid}^3 on {device}")
+                files = phantoms.get(int(grid), _spacing(bundle), pair)
+                spec = {
+                    "source": str(files["source"]),
+                    "source_modality": pair[0],
+                    "target_modality": pair[1],
+                    "model": str(bundle.path),
+                    "steps": 1 if quick and bundle.family == "aldm" else None,
+                    "device": device,
+                }
+                measured = _measure(spec)
+                rows.append(
+                    {
+                        "kind": "speed",
+                        "family": bundle.family,
+                        "model": bundle.name,
+                        "pair": f"{pair[0]}->{pair[1]}",
+                        "grid": int(grid),
+                        "steps": measured["steps"],
+                        "device": device,
+                        "seconds": round(measured["seconds"], 3),
+                        "cpu_seconds": round(measured["cpu_seconds"], 3),
+                        "peak_memory_mb": round(measured["peak_memory_mb"], 1),
+                        "memory_delta_mb": round(measured["memory_delta_mb"], 1),
+                        "threads": measured["threads"],
+                        "load_average": round(measured["load_average"], 2),
+                        **_target_fields(int(grid), device, measured["seconds"]),
+                    }
+                )
+                done += 1
+            if bundle.family == "aldm":
+                files = phantoms.get(quality_grid, _spacing(bundle), pair)
+                rows += _quality_rows(bundle, files, quality_grid, device, quality_steps, report)
+                done += len(quality_steps) + 1
+    if progress is not None:
+        progress(1.0, "benchmark done")
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def _markdown(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown tables of benchmark rows: speed and memory, then ALDM quality versus steps, then the targets."""
+    speed = [r for r in rows if r.get("kind", "speed") == "speed"]
+    quality = [r for r in rows if r.get("kind") == "quality"]
+    lines = ["## Speed and memory per volume (whole pipeline, fresh process per row)", ""]
+    lines += _markdown(
+        speed,
+        ("family", "model", "pair", "grid", "steps", "device", "seconds", "cpu_seconds", "load_average")
+        + ("peak_memory_mb", "memory_delta_mb"),
+    )
+    lines.append(
+        "(cpu_seconds: CPU time of all threads; load_average: the machine's 1-minute load when the row started; "
+        "other processes competing for the cores inflate seconds)"
+    )
+    if quality:
+        lines += ["", "## ALDM quality versus DDIM steps (PSNR/SSIM in the body mask)", ""]
+        lines += _markdown(
+            quality,
+            (
+                "model",
+                "grid",
+                "steps",
+                "seconds",
+                "speedup_vs_200",
+                "psnr_vs_200",
+                "ssim_vs_200",
+                "psnr_vs_reference",
+                "ssim_vs_reference",
+                "default",
+            ),
+        )
+        for r in quality:
+            if r["default"]:
+                lines.append(
+                    f"- {r['model']}: the shipped default ({r['steps']} steps) is {r['speedup_vs_200']:.1f}x faster "
+                    f"than ALDM's DDIM {r['reference_steps']}, PSNR {_cell(r['psnr_vs_200'])} dB against it"
+                )
+        refs = {r["reference_steps"] for r in quality}
+        if refs != {200}:
+            lines.append(f"(the comparison reference here is {', '.join(map(str, sorted(refs)))} steps, not 200)")
+    targeted = [r for r in speed if r.get("target_seconds") is not None]
+    if targeted:
+        lines += ["", "## Targets", ""]
+        for r in targeted:
+            verdict = "met" if r["target_met"] else f"MISSED by {r['target_missed_by_s']:.1f} s"
+            lines.append(
+                f"- {r['model']} at {r['grid']}^3 on {r['device']}: {r['seconds']:.1f} s "
+                f"(target {r['target_seconds']:.0f} s): {verdict}"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,17 @@
+"""The ``aldm`` family: adaptive latent diffusion with MS-SPADE (Kim & Park, seed paper 002)."""
+
+from .networks import build_autoencoder, build_diffusion_unet, build_networks, build_spade
+from .sampler import build_scheduler, ddim_sample
+from .spade import MSSPADE
+from .translator import ALDMTranslator
+
+__all__ = [
+    "ALDMTranslator",
+    "MSSPADE",
+    "build_autoencoder",
+    "build_diffusion_unet",
+    "build_networks",
+    "build_scheduler",
+    "build_spade",
+    "ddim_sample",
+]

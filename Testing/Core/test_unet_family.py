@@ -1,0 +1,89 @@
+"""The ``unet`` family: network construction, modality conditioning, loading from a bundle, the family registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from MedTransCore.errors import BundleError, InputError
+from MedTransCore.models.registry import FAMILIES, get_translator_class
+from MedTransCore.models.unet import FiLMNorm, UNetTranslator, build_unet_network
+from Testing.Training.helpers import TINY_UNET as TINY
+from Testing.Training.helpers import tiny_unet_bundle
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"architecture": "transformer"},
+        {"num_modalities": 0},
+        {"channels": [4, 8, 16], "strides": [2]},
+        {"channels": []},
+        {"dropout": 1.5},
+        {"architecture": "basic_unet", "channels": [4, 8]},
+        {"norm": None},  # nothing to condition
+    ],
+)
+def test_a_bad_network_config_is_a_value_error(bad):
+    with pytest.raises(ValueError):
+        build_unet_network(**{**TINY, **bad})
+
+
+@pytest.mark.parametrize(
+    "config", [TINY, {"num_modalities": 2, "architecture": "basic_unet", "channels": [4, 4, 8, 8, 16, 4]}]
+)
+def test_any_window_size_comes_back_with_its_own_shape(config):
+    network = build_unet_network(**config).eval()
+    out = network(torch.randn(2, 1, 9, 14, 17), torch.tensor([0, 1]), torch.tensor([1, 0]))
+    assert out.shape == (2, 1, 9, 14, 17)
+
+
+def test_film_conditioning_lets_the_target_modality_change_the_output_and_the_residual_variant_starts_from_the_source():
+    torch.manual_seed(0)
+    network = build_unet_network(**TINY).eval()
+    x = torch.randn(1, 1, 8, 8, 8)
+    films = [m for m in network.modules() if isinstance(m, FiLMNorm)]
+    assert films and len(films) == sum(isinstance(m, torch.nn.InstanceNorm3d) for m in network.modules())
+    untrained = (network(x, torch.tensor([0]), torch.tensor([t])) for t in (1, 2))
+    torch.testing.assert_close(*untrained)  # FiLM starts as the identity map
+    for film in films:
+        torch.nn.init.normal_(film.film.weight)
+    to_one, to_two = (network(x, torch.tensor([0]), torch.tensor([t])) for t in (1, 2))
+    assert not torch.allclose(to_one, to_two)
+    residual = build_unet_network(**TINY, residual=True).eval()
+    for p in residual.parameters():
+        torch.nn.init.zeros_(p)
+    torch.testing.assert_close(residual(x, torch.tensor([0]), torch.tensor([1])), x)
+
+
+def test_a_unet_translator_loads_its_bundle_and_translates_a_window_as_the_network_does(tmp_path):
+    torch.manual_seed(1)
+    network = build_unet_network(**TINY).eval()
+    bundle = tiny_unet_bundle(tmp_path / "tiny", network)
+    translator = get_translator_class("unet")(bundle, "cpu")
+    assert isinstance(translator, UNetTranslator) and translator.family == "unet"
+    x = torch.randn(2, 1, 8, 8, 8)
+    out = translator.translate(x, "MR_T1", "CT")
+    torch.testing.assert_close(out, network(x, torch.tensor([2, 2]), torch.tensor([0, 0])))
+    with pytest.raises(InputError, match="does not support"):
+        translator.translate(x, "CT", "MR_T1")
+
+
+def test_the_registry_maps_families_lazily_and_names_unknown_ones():
+    assert {"unet", "aldm", "identity", "histogram_matching"} <= set(FAMILIES)
+    assert FAMILIES["unet"] is UNetTranslator
+    with pytest.raises(BundleError, match="unknown model family"):
+        get_translator_class("vid2vid-nope")
+
+
+def test_a_per_target_network_predicts_every_modality_in_one_pass_and_the_target_selects_its_channel():
+    torch.manual_seed(2)
+    network = build_unet_network(**TINY, per_target_outputs=True).eval()
+    x, sources = torch.randn(2, 1, 8, 8, 8), torch.tensor([0, 2])
+    every = network.forward_all(x, sources)
+    assert every.shape == (2, 3, 8, 8, 8)
+    torch.testing.assert_close(network(x, sources, torch.tensor([1, 0])), torch.stack([every[0, 1:2], every[1, 0:1]]))
+    plain = build_unet_network(**TINY, per_target_outputs=True, condition_on_source=False, norm=None)
+    assert plain(x, sources, torch.tensor([1, 0])).shape == (2, 1, 8, 8, 8)  # nothing to condition: no FiLM
+    with pytest.raises(ValueError, match="per_target_outputs"):
+        build_unet_network(**TINY).forward_all(x, sources)

@@ -1,0 +1,213 @@
+"""The ``unet`` stage end to end: train, resume, export (pairs filtered against histogram matching), evaluate,
+and translate with the exported bundle through MedTransCore exactly as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import SimpleITK as sitk
+import torch
+
+from medtrans_training.cli import main as train_main
+from medtrans_training.evaluate import split_pairs
+from medtrans_training.export import export_run
+from MedTransCore.bundles import load_bundle
+from MedTransCore.errors import BundleError
+from MedTransCore.translate import translate_image
+
+from .helpers import head_arrays, tiny_config, tiny_unet_bundle, write_simple_cases, write_volume
+
+
+def write_config(tmp_path, config) -> str:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    return write_simple_cases(tmp_path / "data")
+
+
+def test_a_tiny_gan_run_trains_logs_resumes_and_exports_a_bundle_that_translates_on_the_source_geometry(
+    tmp_path, data_root, capsys
+):
+    config = tiny_config(
+        data_root,
+        model={"loss": {"gan": 0.1}, "discriminator": {"channels": 4, "num_layers_d": 2}},
+        train={"lr_schedule": "cosine"},
+    )
+    run = tmp_path / "run"
+    train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
+    logs = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in logs if r["split"] == "train"] == [1, 2, 3]
+    assert {"loss_l1", "loss_adv", "loss_d"} <= set(logs[0]) and any(r["split"] == "val" for r in logs)
+    rates = [r["lr"] for r in logs if r["split"] == "train"]
+    assert rates[0] == pytest.approx(2e-4) and rates[0] > rates[1] > rates[2]  # cosine decay from train.lr
+    first = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert first["step"] == 3 and set(first["modules"]) == {"generator", "discriminator"}
+
+    with pytest.raises(SystemExit):  # a finished run is never silently overwritten
+        train_main(["train", write_config(tmp_path, config), "--run-dir", str(run)])
+    assert "already holds a trained run" in capsys.readouterr().err
+
+    train_main(["train", "--resume", str(run), "--set", "train.steps=5", "--device", "cpu"])
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == 5
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if r["split"] == "train"][-2:] == [4, 5]
+    assert len(json.loads((run / "run.json").read_text())["commands"]) == 2
+
+    bundle = export_run(run, tmp_path / "bundle", keep_all_pairs=True, device="cpu")
+    meta = bundle.metadata
+    assert (
+        meta["family"] == "unet"
+        and meta["name"] == "tiny-unet"
+        and meta["pairs"] == [["MR_T1", "MR_T2"], ["MR_T2", "MR_T1"]]
+    )
+    assert meta["training"]["steps"] == 5 and meta["training"]["device"]["type"] == "cpu"
+    assert meta["training"]["commands"][1].startswith("medtrans-train train --resume")
+    assert meta["metrics"]["cases"] == ["case2"] and meta["limitations"] == "test model"
+    assert set(meta["metrics"]["held_out"]["MR_T1->MR_T2"]) == {"tiny-unet", "identity", "histogram-matching"}
+    assert meta["network"]["architecture"] == "unet" and meta["network"]["num_modalities"] == 2
+
+    source = sitk.ReadImage(str(data_root / "case2" / "t1.nii.gz"), sitk.sitkFloat32)
+    source.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    result = translate_image(source, "MR_T1", "MR_T2", model=bundle.path, device="cpu")
+    assert result.image.GetSize() == source.GetSize() and result.image.GetDirection() == source.GetDirection()
+    assert result.settings["family"] == "unet" and result.settings["model"] == "tiny-unet"
+
+
+def test_export_keeps_only_the_pairs_on_which_the_model_beat_histogram_matching(tmp_path):
+    # T2 is an exact copy of T1, PD is a different contrast; the model is made an exact identity (zeroed residual UNet).
+    root = write_simple_cases(tmp_path / "data", names=("t1", "pd"))
+    for case in ("case0", "case1", "case2"):
+        (root / case / "t2.nii.gz").write_bytes((root / case / "t1.nii.gz").read_bytes())
+    network = {**tiny_config(root)["model"]["network"], "residual": True, "per_target_outputs": True}
+    config = tiny_config(
+        root, data={"modalities": ["MR_T1", "MR_T2", "MR_PD"], "all_targets": True}, model={"network": network}
+    )
+    config["train"]["steps"] = 1
+    run = tmp_path / "run"
+    train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    for weights in (state["modules"]["generator"], state["ema"]["generator"]):
+        for tensor in weights.values():
+            tensor.zero_()
+    torch.save(state, run / "checkpoint.pt")
+
+    bundle = export_run(run, tmp_path / "bundle", device="cpu")
+    kept = {tuple(p) for p in bundle.metadata["pairs"]}
+    dropped = bundle.metadata["training"]["dropped_pairs"]
+    assert {("MR_T1", "MR_T2"), ("MR_T2", "MR_T1")} <= kept
+    assert len(kept) + len(dropped) == 6 and not {f"{s}->{t}" for s, t in kept} & set(dropped)
+    summary = bundle.metadata["metrics"]["held_out"]
+    for source, target in kept:
+        ours, theirs = summary[f"{source}->{target}"]["tiny-unet"], summary[f"{source}->{target}"]["histogram-matching"]
+        assert ours["MAE"] < theirs["MAE"] and ours["SSIM"] > theirs["SSIM"]
+    assert all("histogram-matching" in reason for reason in dropped.values())
+
+
+def test_pairs_are_split_on_both_mae_and_ssim_against_histogram_matching():
+    def scores(mae, ssim):
+        return {"MAE": mae, "SSIM": ssim}
+
+    summary = {
+        "CBCT->CT": {"m": scores(40.0, 0.9), "histogram-matching": scores(90.0, 0.8)},
+        "MR_T1->CT": {"m": scores(80.0, 0.7), "histogram-matching": scores(90.0, 0.8)},  # better MAE, worse SSIM
+        "MR_T2->CT": {"m": scores(95.0, 0.9), "histogram-matching": scores(90.0, 0.8)},  # worse MAE
+        "CT->CBCT": {"m": scores(10.0, 0.9)},  # nothing to compare with
+    }
+    kept, dropped = split_pairs(summary, "m")
+    assert kept == [["CBCT", "CT"]]
+    assert set(dropped) == {"MR_T1->CT", "MR_T2->CT", "CT->CBCT"} and "SSIM 0.7000 vs 0.8000" in dropped["MR_T1->CT"]
+
+
+def test_a_per_target_network_without_all_targets_is_a_config_error(tmp_path, data_root, capsys):
+    config = tiny_config(data_root, model={"network": {"per_target_outputs": True}})
+    with pytest.raises(SystemExit):
+        train_main(["train", write_config(tmp_path, config), "--run-dir", str(tmp_path / "run")])
+    assert "needs data.all_targets: true" in capsys.readouterr().err
+
+
+def test_export_refuses_an_existing_folder_and_a_run_without_held_out_cases(tmp_path, data_root):
+    config = tiny_config(data_root)
+    config["train"]["steps"] = 1
+    run = tmp_path / "run"
+    train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BundleError, match="already exists"):
+        export_run(run, tmp_path / "taken")
+    with pytest.raises(BundleError, match="no held-out case"):
+        config["data"]["val_cases"] = []
+        (run / "config.json").write_text(json.dumps(config))
+        export_run(run, tmp_path / "bundle")
+
+
+def test_evaluate_writes_a_table_of_the_model_against_identity_and_histogram_matching(tmp_path, data_root, capsys):
+    bundle = tiny_unet_bundle(tmp_path / "tiny")
+    for index in range(2):
+        arrays = head_arrays(index)
+        write_volume(tmp_path / "ct" / f"p{index}" / "ct.nii.gz", arrays["t1"] * 2 - 1000)
+        write_volume(tmp_path / "ct" / f"p{index}" / "cbct.nii.gz", arrays["t1"] * 2 - 950)
+    table = tmp_path / "eval" / "table.md"
+    train_main(["evaluate", str(bundle.path), "--data", str(tmp_path / "ct"), "--out", str(table), "--device", "cpu"])
+    text = table.read_text()
+    assert "| CBCT->CT | tiny-unet | 2 |" in text and "| CBCT->CT | histogram-matching | 2 |" in text
+    assert "| CBCT->CT | identity | 2 |" in text and " HU " in text
+    rows = json.loads(table.with_suffix(".json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"tiny-unet", "identity", "histogram-matching"} and len(rows) == 6
+    assert capsys.readouterr().out == text
+
+
+@pytest.mark.slow
+def test_the_medtrans_cli_translates_with_an_exported_bundle_folder(tmp_path, data_root):
+    config = tiny_config(data_root)
+    run, out = tmp_path / "run", tmp_path / "synthetic_t2.nii.gz"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medtrans_training",
+            "train",
+            write_config(tmp_path, config),
+            "--run-dir",
+            str(run),
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medtrans_training",
+            "export",
+            str(run),
+            "--out",
+            str(tmp_path / "b"),
+            "--keep-all-pairs",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert load_bundle(tmp_path / "b").family == "unet"
+    source_path = data_root / "case2" / "t1.nii.gz"
+    done = subprocess.run(
+        [sys.executable, "-m", "MedTransCore", "translate", str(source_path), "--source-modality", "MR_T1",
+         "--target-modality", "MR_T2", "--output", str(out), "--model", str(tmp_path / "b"), "--progress-format", "lines"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1].removeprefix("RESULT "))["family"] == "unet"
+    written, source = sitk.ReadImage(str(out)), sitk.ReadImage(str(source_path))
+    assert written.GetSize() == source.GetSize() and written.GetSpacing() == source.GetSpacing()

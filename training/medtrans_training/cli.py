@@ -1,0 +1,125 @@
+"""``medtrans-train``: train a stage, export a run to a bundle, evaluate a bundle against the baselines.
+
+    medtrans-train train CONFIG [--run-dir DIR] [--set train.steps=100 ...] [--device auto|cpu|cuda]
+    medtrans-train train --resume RUN_DIR [--set train.steps=2000]
+    torchrun --nproc_per_node 4 -m medtrans_training train CONFIG --run-dir DIR      # DDP, one GPU per process
+    medtrans-train export RUN_DIR --out BUNDLE_DIR [--name NAME] [--keep-all-pairs] [--max-cases N]
+    medtrans-train evaluate BUNDLE --data SPEC --out table.md [--max-cases N]
+
+Errors a user can fix print one line ``error: ...`` on stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from MedTransCore.errors import MedTransError
+
+from .config import load_config
+
+
+def _command(argv: list[str]) -> str:
+    return shlex.join(["medtrans-train", *argv])
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> None:
+    from .trainer import CONFIG_NAME, Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_config(args.config or run_dir / CONFIG_NAME, args.set)
+    elif args.config:
+        config = load_config(args.config, args.set)
+        run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    else:
+        raise MedTransError("give a CONFIG file, or --resume RUN_DIR")
+    logs = Trainer(config, run_dir, resume=bool(args.resume), device=args.device, command=_command(argv)).fit()
+    if logs and os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"run_dir": str(run_dir), **logs}))
+
+
+def _export(args: argparse.Namespace, argv: list[str]) -> None:
+    from .export import export_run
+
+    bundle = export_run(
+        args.run_dir,
+        args.out,
+        name=args.name,
+        keep_all_pairs=args.keep_all_pairs,
+        max_cases=args.max_cases,
+        device=args.device,
+        command=_command(argv),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(json.dumps({"bundle": str(bundle.path), "name": bundle.name, "pairs": bundle.metadata["pairs"]}))
+
+
+def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
+    from MedTransCore.bundles import find_bundle
+
+    from .data import cases_from_spec
+    from .evaluate import evaluate_cases, write_report
+
+    bundle = find_bundle(args.bundle)
+    cases = cases_from_spec(args.data, bundle.metadata["modalities"], bundle.metadata.get("spacing"))
+    rows = evaluate_cases(
+        bundle,
+        cases[: args.max_cases],
+        device=args.device,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    write_report(rows, args.out, title=f"{bundle.name} on {args.data}")
+    print(Path(args.out).read_text(), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medtrans-train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    device = {"choices": ["auto", "cpu", "cuda"], "default": "auto"}
+
+    train = sub.add_parser("train", help="train one stage from a YAML/JSON config")
+    train.add_argument("config", nargs="?", help="config file (default with --resume: the run's config.json)")
+    train.add_argument("--run-dir", help="run folder (default runs/<config name>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=50")
+    train.add_argument("--device", **device)
+    train.set_defaults(func=_train)
+
+    export = sub.add_parser("export", help="turn a run into a model bundle (held-out evaluation included)")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="bundle folder to create")
+    export.add_argument("--name", help="bundle name (default: export.name of the config)")
+    export.add_argument("--keep-all-pairs", action="store_true", help="keep pairs that did not beat histogram matching")
+    export.add_argument("--max-cases", type=int, help="evaluate at most N held-out cases")
+    export.add_argument("--device", **device)
+    export.set_defaults(func=_export)
+
+    evaluate = sub.add_parser("evaluate", help="score a bundle and the baselines on held-out cases")
+    evaluate.add_argument("bundle", help="bundle folder or installed name")
+    evaluate.add_argument(
+        "--data", required=True, help="run config, data folder, manifest, or phantom:ANATOMY:START-STOP"
+    )
+    evaluate.add_argument("--out", required=True, help="markdown table to write (JSON next to it)")
+    evaluate.add_argument("--max-cases", type=int, help="evaluate at most N cases")
+    evaluate.add_argument("--device", **device)
+    evaluate.set_defaults(func=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args, argv)
+    except MedTransError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

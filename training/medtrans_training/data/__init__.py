@@ -1,0 +1,197 @@
+"""Training data from the ``data`` section of a run config.
+
+Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
+
+    data:
+      modalities: [CT, MR_T1]      # run order = one-hot index = bundle "modalities"
+      pairs: all                   # or [[MR_T1, CT], ...]
+      spacing: [3, 3, 3]           # model spacing in mm (bundle "spacing")
+      patch: [64, 64, 64]          # random crop = model grid (bundle "grid")
+      source: phantom | folder | manifest
+      phantom: {anatomy: head, shape: [64, 64, 64], train_seeds: [0, 32], val_seeds: [1000, 1004]}
+      root: /data/brats            # source: folder
+      layout: auto                 # auto | synthrad | brats | simple | ixi
+      mr_modality: MR_T1           # what SynthRAD's mr.* is
+      manifest: cases.csv          # source: manifest (a split column is honoured)
+      val_cases: [TCGA-DU-7294]    # or val_fraction: 0.2 (last cases by sorted id)
+      augment: true                # or overrides of dataset.AUGMENT_DEFAULTS
+      all_targets: false           # also yield every modality of the case ("targets", "available")
+      repeats: 8                   # visits per case per epoch (val_repeats: 4 for the validation patches)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+import yaml
+
+from MedTransCore.errors import InputError
+
+from .dataset import paired_patch_dataset, resolve_pairs
+from .layouts import CaseRecord, discover_cases, read_manifest
+
+__all__ = ["CaseLoader", "PhantomLoader", "build_datasets", "case_loaders", "cases_from_spec", "resolve_pairs"]
+
+
+@dataclass
+class CaseLoader:
+    """Reads one case's files (through ``MedTransCore.io`` like every front end)."""
+
+    record: CaseRecord
+    modalities: tuple[str, ...]
+
+    def __call__(self) -> tuple[dict[str, sitk.Image], sitk.Image | None]:
+        from MedTransCore.io import read_image, read_mask
+
+        images = {k: read_image(p)[0] for k, p in self.record.images.items() if k in self.modalities}
+        mask = read_mask(self.record.mask) if self.record.mask else None
+        return images, mask
+
+
+@dataclass
+class PhantomLoader:
+    """Simulates one case with ``MedTransCore.phantoms.generate_phantom`` (deterministic per seed)."""
+
+    anatomy: str
+    seed: int
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    modalities: tuple[str, ...]
+
+    def __call__(self) -> tuple[dict[str, sitk.Image], sitk.Image | None]:
+        from MedTransCore.phantoms import generate_phantom
+
+        case = generate_phantom(
+            anatomy=self.anatomy,
+            seed=self.seed,
+            shape=self.shape,
+            spacing=self.spacing,
+            modalities=list(self.modalities),
+        )
+        # No mask: the training mask is MedTransCore's body mask, the one inference uses.
+        return {k: case.images[k] for k in self.modalities}, None
+
+
+def _phantom_loaders(data: dict[str, Any], split: str) -> list[tuple[str, PhantomLoader]]:
+    phantom = data.get("phantom", {})
+    anatomies = phantom.get("anatomy", "head")
+    anatomies = [anatomies] if isinstance(anatomies, str) else list(anatomies)
+    default = {"train": [0, 16], "val": [1000, 1002]}[split]
+    start, stop = phantom.get(f"{split}_seeds", default)
+    shape = tuple(phantom.get("shape", [64, 64, 64]))
+    spacing = tuple(phantom.get("spacing", data.get("spacing") or [3.0, 3.0, 3.0]))
+    modalities = tuple(data["modalities"])
+    return [
+        (f"phantom-{anatomy}-{seed:04d}", PhantomLoader(anatomy, seed, shape, spacing, modalities))
+        for seed in range(start, stop)
+        for anatomy in anatomies
+    ]
+
+
+def _split_records(data: dict[str, Any], records: list[CaseRecord]) -> None:
+    """Mark each record train or val (manifest splits win, then val_cases, then val_fraction)."""
+    val_cases = set(data.get("val_cases", []))
+    unknown = val_cases - {r.case for r in records}
+    if unknown:
+        raise InputError(f"data.val_cases not found: {', '.join(sorted(unknown))}")
+    fraction = float(data.get("val_fraction", 0.0))
+    by_fraction = {
+        r.case for r in sorted(records, key=lambda r: r.case)[len(records) - math.ceil(fraction * len(records)) :]
+    }
+    for record in records:
+        if record.split is None:
+            chosen = record.case in val_cases if val_cases else (fraction > 0 and record.case in by_fraction)
+            record.split = "val" if chosen else "train"
+
+
+def case_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Any]]:
+    """``(case id, loader)`` of one split (``"train"`` or ``"val"``); a loader returns ``(images, mask)``."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    source = data.get("source", "phantom")
+    if source == "phantom":
+        return _phantom_loaders(data, split)
+    if source == "folder":
+        records = discover_cases(data["root"], data.get("layout", "auto"), data.get("mr_modality", "MR_T1"))
+    elif source == "manifest":
+        records = read_manifest(data["manifest"])
+    else:
+        raise InputError(f"data.source must be phantom, folder or manifest, got {source!r}")
+    _split_records(data, records)
+    modalities = tuple(data["modalities"])
+    return [(r.case, CaseLoader(r, modalities)) for r in records if r.split == split]
+
+
+def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 1) -> tuple[Any, Any | None]:
+    """Train and validation datasets of random paired patches (validation: no augmentation, or ``None``).
+
+    Raises:
+        InputError: no training case.
+    """
+    modalities = list(data["modalities"])
+    pairs = resolve_pairs(modalities, data.get("pairs", "all"))
+    common = {
+        "modalities": modalities,
+        "pairs": pairs,
+        "spacing": data.get("spacing"),
+        "patch": data.get("patch", [64, 64, 64]),
+        "cache_workers": cache_workers,
+        "all_targets": bool(data.get("all_targets", False)),
+    }
+    train_items = [{"case": c, "load": load} for c, load in case_loaders(data, "train")]
+    if not train_items:
+        raise InputError("the data config yields no training case")
+    train = paired_patch_dataset(
+        train_items, augment=data.get("augment", True), repeats=data.get("repeats", 1), seed=seed, **common
+    )
+    val_items = [{"case": c, "load": load} for c, load in case_loaders(data, "val")]
+    val = None
+    if val_items:
+        val = paired_patch_dataset(
+            val_items, augment=False, repeats=data.get("val_repeats", 4), seed=seed + 1, **common
+        )
+    return train, val
+
+
+def cases_from_spec(spec: str, modalities: list[str], spacing: list[float] | None = None) -> list[tuple[str, Any]]:
+    """Held-out cases named on a command line.
+
+    Args:
+        spec: a run config (``.yaml``/``.yml``/``.json`` with a ``stage``: its validation split), a data folder
+            (every case, layout auto-detected), a manifest (``.csv``/``.json``: its ``val`` rows, else all), or
+            ``phantom:ANATOMY:START-STOP`` (phantom seeds ``START`` to ``STOP - 1``, 64^3 at ``spacing``).
+        modalities: modalities to load (the bundle's).
+        spacing: phantom spacing ``(x, y, z)`` mm (default 3 mm).
+    """
+    if spec.startswith("phantom:"):
+        match = re.fullmatch(r"phantom:([a-z]+):(\d+)-(\d+)", spec)
+        if not match:
+            raise InputError(f"phantom data must look like phantom:head:1000-1004, got {spec!r}")
+        phantom = {"anatomy": match.group(1), "val_seeds": [int(match.group(2)), int(match.group(3))]}
+        return case_loaders({"modalities": modalities, "spacing": spacing, "phantom": phantom}, "val")
+    path = Path(spec)
+    if path.is_dir():
+        records = discover_cases(path)
+    elif path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file() and _is_run_config(path):
+        from ..config import load_config
+
+        return case_loaders(load_config(path)["data"], "val")
+    elif path.suffix.lower() in (".csv", ".json"):
+        records = read_manifest(path)
+        if any(r.split == "val" for r in records):
+            records = [r for r in records if r.split == "val"]
+    else:
+        raise InputError(f"--data {spec!r} is not a folder, manifest, run config or phantom:ANATOMY:START-STOP")
+    return [(r.case, CaseLoader(r, tuple(modalities))) for r in records]
+
+
+def _is_run_config(path: Path) -> bool:
+    text = path.read_text()
+    content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    return isinstance(content, dict) and "stage" in content

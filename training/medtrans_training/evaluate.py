@@ -1,0 +1,178 @@
+"""Score a bundle on held-out cases against the shipped baselines, through the exact inference path.
+
+Every prediction comes from ``MedTransCore.translate.translate_image(..., model=...)`` on the whole source
+volume (its own geometry), and every score from ``MedTransCore.metrics.compute_metrics`` inside the
+reference's body mask (or the case's mask), so what is reported is what a user gets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from MedTransCore.bundles import Bundle, find_bundle
+from MedTransCore.errors import BundleError
+from MedTransCore.metrics import compute_metrics, metric_unit
+from MedTransCore.preprocess import body_mask, resample_like
+from MedTransCore.translate import translate_image
+
+BASELINES = ("identity", "histogram-matching")
+TABLE_METRICS = ("MAE", "PSNR", "SSIM", "MS_SSIM", "NCC")
+CaseSource = Iterable[tuple[str, Callable[[], tuple[dict[str, sitk.Image], sitk.Image | None]]]]
+
+
+def _reference_on_source(reference: sitk.Image, source: sitk.Image) -> sitk.Image:
+    same = reference.GetSize() == source.GetSize() and np.allclose(reference.GetOrigin(), source.GetOrigin())
+    return (
+        reference
+        if same
+        else resample_like(reference, source, default_value=float(np.min(sitk.GetArrayViewFromImage(reference))))
+    )
+
+
+def evaluate_cases(
+    bundle: Bundle,
+    cases: CaseSource,
+    *,
+    baselines: Iterable[str] = BASELINES,
+    pairs: Iterable[tuple[str, str]] | None = None,
+    device: str = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Translate every held-out pair with the bundle and each baseline and score it.
+
+    Args:
+        bundle: the model under test.
+        cases: ``(case id, loader)``; a loader returns ``({key: image}, mask or None)``.
+        baselines: installed bundle names or folders to compare with (skipped for pairs they do not support).
+        pairs: ``(source, target)`` pairs to score; default: the bundle's pairs.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: called with a line of text per translation.
+
+    Returns:
+        rows ``{"case", "source", "target", "method", **metrics}``; ``method`` is the bundle name or a baseline.
+    """
+    pairs = list(pairs) if pairs is not None else bundle.pairs
+    models: list[tuple[str, Bundle]] = [(bundle.name, bundle)]
+    for name in baselines:
+        models.append((name, find_bundle(name)))
+    rows = []
+    for case, load in cases:
+        images, case_mask = load()
+        for source, target in pairs:
+            if source not in images or target not in images:
+                continue
+            reference = _reference_on_source(images[target], images[source])
+            if case_mask is not None:
+                mask_image = resample_like(
+                    case_mask, images[source], interpolator=sitk.sitkNearestNeighbor, default_value=0
+                )
+            else:
+                mask_image = body_mask(reference, target)
+            mask = sitk.GetArrayFromImage(mask_image) > 0
+            ref_array = sitk.GetArrayFromImage(reference)
+            for method, model in models:
+                if not model.supports(source, target):
+                    continue
+                if progress is not None:
+                    progress(f"{case}: {source}->{target} with {method}")
+                result = translate_image(images[source], source, target, model=model.path, device=device)
+                metrics = compute_metrics(sitk.GetArrayFromImage(result.image), ref_array, target, mask=mask)
+                rows.append({"case": case, "source": source, "target": target, "method": method, **metrics})
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean of each metric over cases: ``{"S->T": {method: {metric: mean, "cases": n}}}`` (NaN-aware)."""
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        grouped[(f"{row['source']}->{row['target']}", row["method"])].append(row)
+    summary: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (pair, method), group in grouped.items():
+        means = {}
+        for metric in TABLE_METRICS:
+            values = [r[metric] for r in group if metric in r and math.isfinite(r[metric])]
+            means[metric] = float(np.mean(values)) if values else math.nan
+        summary[pair][method] = {**means, "cases": len(group)}
+    return dict(summary)
+
+
+def split_pairs(
+    summary: dict[str, dict[str, dict[str, float]]], model: str, reference: str = "histogram-matching"
+) -> tuple[list[list[str]], dict[str, str]]:
+    """Pairs on which ``model`` beat ``reference`` on both MAE (lower) and SSIM (higher).
+
+    Returns:
+        ``(kept pairs as [source, target], {dropped "S->T": reason})``.
+    """
+    kept, dropped = [], {}
+    for pair, methods in summary.items():
+        if model not in methods:
+            continue
+        ours = methods[model]
+        theirs = methods.get(reference)
+        if theirs is None:
+            dropped[pair] = f"no {reference} result to compare with"
+            continue
+        better_mae = ours["MAE"] < theirs["MAE"]
+        better_ssim = ours["SSIM"] > theirs["SSIM"]
+        if better_mae and better_ssim:
+            kept.append(pair.split("->"))
+        else:
+            dropped[pair] = (
+                f"MAE {ours['MAE']:.4g} vs {theirs['MAE']:.4g}, SSIM {ours['SSIM']:.4f} vs {theirs['SSIM']:.4f} "
+                f"({reference}); needs lower MAE and higher SSIM"
+            )
+    return kept, dropped
+
+
+def markdown_table(summary: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:
+    """One row per (pair, method): mean MAE, PSNR, SSIM, MS-SSIM, NCC and the number of cases."""
+    lines = [f"### {title}", ""] if title else []
+    lines += [
+        "| pair | method | cases | " + " | ".join(TABLE_METRICS) + " |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in TABLE_METRICS) + " |",
+    ]
+    for pair in sorted(summary):
+        target = pair.split("->")[1]
+        for method, values in summary[pair].items():
+            cells = []
+            for metric in TABLE_METRICS:
+                unit = metric_unit(metric, target)
+                value = values[metric]
+                text = (
+                    "n/a" if not math.isfinite(value) else (f"{value:.1f}" if unit in ("HU", "dB") else f"{value:.4f}")
+                )
+                cells.append(f"{text} {unit}".strip() if unit and text != "n/a" else text)
+            lines.append(f"| {pair} | {method} | {values['cases']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by ``None`` (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_report(rows: list[dict[str, Any]], out: str | Path, title: str = "") -> dict:
+    """Write ``out`` (markdown table) and ``out`` with ``.json`` (rows + summary); returns the summary."""
+    out = Path(out)
+    if not rows:
+        raise BundleError("nothing was evaluated: no held-out case has an image pair the model supports")
+    summary = summarise(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown_table(summary, title))
+    out.with_suffix(".json").write_text(json.dumps(json_safe({"summary": summary, "rows": rows}), indent=2) + "\n")
+    return summary
