@@ -319,7 +319,9 @@ class MedTransWebApp(TrameApp):
         if outputs.metricsTableNode is not None:
             metrics = results.metricsFromTable(outputs.metricsTableNode)
             self.state.metrics = presenting.metric_rows(metrics, target)
-            self.state.metrics_note = f"Synthetic vs acquired {presenting.modality_word(target)} inside the body (reference body mask)."
+            self.state.metrics_note = (
+                f"Synthetic vs acquired {presenting.modality_word(target)} inside the body (reference body mask)."
+            )
         else:
             self.state.metrics_note = "No reference volume: upload one to compute metrics."
         if self.state.show_3d:

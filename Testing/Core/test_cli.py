@@ -74,8 +74,13 @@ def test_python_dash_m_prints_one_error_line_without_a_traceback(tmp_path):
 def bad_inputs(tmp_path) -> dict[str, tuple[str, str]]:
     """name -> (input path, words the error must contain)."""
     cases = {}
-    cases["2d"] = (write(sitk.GetImageFromArray(np.zeros((20, 20), np.float32) + np.arange(20)), tmp_path / "a.nii.gz"), "3D")
-    four_d = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(3, 8, 8, 8)).astype(np.float32), isVector=False)
+    cases["2d"] = (
+        write(sitk.GetImageFromArray(np.zeros((20, 20), np.float32) + np.arange(20)), tmp_path / "a.nii.gz"),
+        "3D",
+    )
+    four_d = sitk.GetImageFromArray(
+        np.random.default_rng(0).normal(size=(3, 8, 8, 8)).astype(np.float32), isVector=False
+    )
     cases["4d"] = (write(four_d, tmp_path / "b.nii.gz"), "4D")
     (tmp_path / "empty.nii.gz").write_bytes(b"")
     cases["empty"] = (str(tmp_path / "empty.nii.gz"), "empty")
@@ -90,7 +95,10 @@ def bad_inputs(tmp_path) -> dict[str, tuple[str, str]]:
     nan[2, 3, 4] = np.nan
     nan[1, 1, 1] = np.inf
     cases["nan"] = (write(sitk.GetImageFromArray(nan), tmp_path / "nan.mha"), "2")
-    cases["constant"] = (write(sitk.GetImageFromArray(np.full((8, 8, 8), 5.0, np.float32)), tmp_path / "c.nrrd"), "constant")
+    cases["constant"] = (
+        write(sitk.GetImageFromArray(np.full((8, 8, 8), 5.0, np.float32)), tmp_path / "c.nrrd"),
+        "constant",
+    )
     raw = np.arange(512, dtype=np.float32).tobytes()
     (tmp_path / "zero.raw").write_bytes(raw)
     header = "NRRD0004\ntype: float\ndimension: 3\nsizes: 8 8 8\nspacings: 1 0 1\nencoding: raw\nendian: little\ndata file: zero.raw\n"
@@ -128,7 +136,16 @@ def test_a_volume_too_large_for_the_memory_guard_is_refused(tmp_path, ct_file, c
 
 def test_an_unsupported_pair_is_refused(tmp_path, ct_file, capsys):
     bundle = tiny_identity_bundle(tmp_path / "cbct-only")
-    args = ["translate", ct_file, "--source-modality", "MR_T1", "--target-modality", "CT", "--output", tmp_path / "o.nii.gz"]
+    args = [
+        "translate",
+        ct_file,
+        "--source-modality",
+        "MR_T1",
+        "--target-modality",
+        "CT",
+        "--output",
+        tmp_path / "o.nii.gz",
+    ]
     assert run_cli(*args, "--model", bundle.path) == 1
     assert "does not support MR_T1->CT" in capsys.readouterr().err
 

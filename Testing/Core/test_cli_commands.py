@@ -22,7 +22,10 @@ def test_the_demo_writes_its_files_and_prints_the_table(tmp_path, capsys):
 
 
 def test_phantom_writes_every_modality_with_labels_and_mask(tmp_path, capsys):
-    assert run_cli("phantom", "--anatomy", "pelvis", "--seed", "2", "--out", tmp_path, "--size", "32", "--spacing", "4") == 0
+    assert (
+        run_cli("phantom", "--anatomy", "pelvis", "--seed", "2", "--out", tmp_path, "--size", "32", "--spacing", "4")
+        == 0
+    )
     for key in ("CT", "CBCT", "MR_T1", "MR_T2", "CT_ARTERIAL", "labels", "body_mask"):
         assert sitk.ReadImage(str(tmp_path / f"{key}.nii.gz")).GetSize() == (32, 32, 32)
 
@@ -39,7 +42,9 @@ def test_evaluate_scores_and_refuses_mismatched_grids_unless_registered(tmp_path
     pred = sitk.GetImageFromArray(prediction)
     pred.CopyInformation(reference)
     p, r = write(pred, tmp_path / "p.nrrd"), write(reference, tmp_path / "r.nrrd")
-    assert run_cli("evaluate", "--prediction", p, "--reference", r, "--modality", "CT", "--json", tmp_path / "m.json") == 0
+    assert (
+        run_cli("evaluate", "--prediction", p, "--reference", r, "--modality", "CT", "--json", tmp_path / "m.json") == 0
+    )
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert metrics["ME"] == pytest.approx(10.0) and metrics["MAE"] == pytest.approx(10.0)
     shifted = sitk.Image(reference)
@@ -54,7 +59,13 @@ def test_batch_keeps_going_past_a_bad_case_and_resumes(tmp_path, capsys):
     (tmp_path / "bad.nii.gz").write_bytes(b"not an image")
     manifest = tmp_path / "cohort.csv"
     rows = [
-        {"case": "good", "input": "good.nrrd", "source_modality": "CT", "target_modality": "CT", "reference": "good.nrrd"},
+        {
+            "case": "good",
+            "input": "good.nrrd",
+            "source_modality": "CT",
+            "target_modality": "CT",
+            "reference": "good.nrrd",
+        },
         {"case": "bad", "input": "bad.nii.gz", "source_modality": "CT", "target_modality": "CT", "reference": ""},
     ]
     with open(manifest, "w", newline="") as f:
