@@ -83,3 +83,18 @@ def test_batch_keeps_going_past_a_bad_case_and_resumes(tmp_path, capsys):
     assert run_cli("batch", manifest, "--out", out, "--model", "identity") == 0
     assert (out / "good" / "synthetic_CT.nii.gz").stat().st_mtime_ns == written
     assert {r["status"] for r in csv.DictReader(open(out / "summary.csv"))} == {"done"}
+
+
+def test_evaluate_with_rigid_registration_aligns_a_shifted_reference_and_reports_the_transform(tmp_path, capsys):
+    prediction = ct_like_volume(size=(40, 40, 32), spacing=(2.0, 2.0, 2.0), oblique=False)
+    shift = sitk.TranslationTransform(3, (4.0, -2.0, 3.0))
+    reference = sitk.Resample(prediction, prediction, shift, sitk.sitkLinear, -1000.0)
+    reference.SetOrigin([o + 1.0 for o in reference.GetOrigin()])  # another grid: refused without --register
+    p, r = write(prediction, tmp_path / "p.nrrd"), write(reference, tmp_path / "r.nrrd")
+    args = ["evaluate", "--prediction", p, "--reference", r, "--modality", "CT", "--json", tmp_path / "m.json"]
+    assert run_cli(*args) == 1
+    assert run_cli(*args, "--register", "rigid") == 0
+    assert "rigid alignment of the reference" in capsys.readouterr().out
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert len(result["registration"]["translation_mm"]) == 3
+    assert result["metrics"]["MAE"] < 40.0
