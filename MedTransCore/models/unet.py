@@ -1,13 +1,18 @@
 """The ``unet`` family: direct 3D regression (pix2pix-style generator) conditioned on the modality pair.
 
-Conditioning is FiLM: every normalisation layer of the backbone is followed by a per-channel scale and shift
-``x * (1 + gamma) + beta`` computed (by a linear layer per norm, zero-initialised) from the one-hot codes of
-the target modality and, by default, the source modality. One network serves every pair of its bundle; a
-one-hot index is the modality's position in the bundle's ``modalities`` list. (Concatenating one-hot channels
-to the input would not work with instance norm: a constant channel's offset is subtracted again by the norm.)
-With ``per_target_outputs`` the network instead has one output channel per modality (FiLM on the source code
-only) and the target modality selects its channel: one pass predicts every target, so training supervises all
-of a case's modalities at once - the cheaper choice when compute is scarce.
+The condition code is the one-hot code of the target modality and, by default, of the source modality (a
+one-hot index is the modality's position in the bundle's ``modalities`` list); one network serves every pair
+of its bundle. ``conditioning`` picks how the code enters:
+
+* ``"film"``: every normalisation layer is followed by a per-channel scale and shift ``x * (1 + gamma) + beta``
+  predicted from the code (a linear layer per norm, zero-initialised);
+* ``"concat"``: the code is broadcast to constant channels concatenated to the input. Use it with ``norm=None``:
+  instance norm subtracts a constant channel's offset again, and it also removes the absolute intensity level
+  of each window, which CT-like targets (HU calibration) need.
+
+With ``per_target_outputs`` the network has one output channel per modality and the target selects its channel
+(the code is then the source's alone): one pass predicts every target, so training supervises all of a case's
+modalities at once - the cheaper choice when compute is scarce.
 The backbone is MONAI's ``UNet`` (residual units) or ``BasicUNet``; the bundle's ``network`` field holds the
 exact keyword config of :func:`build_unet_network`.
 """
@@ -25,6 +30,7 @@ from torch import nn
 from .base import CancelFn, ProgressFn, Translator, check_cancel
 
 ARCHITECTURES = ("unet", "basic_unet")
+CONDITIONINGS = ("film", "concat")
 # Normalised value of "nothing" (air / no MR signal): padding value for windows not divisible by the network.
 BACKGROUND = -1.0
 
@@ -82,6 +88,7 @@ class ConditionedUNet(nn.Module):
         residual: predict ``source + network(...)`` (useful for same-kind pairs such as CBCT -> CT).
         divisor: spatial sizes are padded to a multiple of this (the backbone's total down-sampling).
         per_target_outputs: the backbone has ``num_modalities`` output channels, one per target modality.
+        conditioning: ``"film"`` or ``"concat"`` (see the module docstring).
 
     Raises:
         ValueError: FiLM conditioning is needed but the backbone has no normalisation layer.
@@ -95,6 +102,7 @@ class ConditionedUNet(nn.Module):
         residual: bool = False,
         divisor: int = 1,
         per_target_outputs: bool = False,
+        conditioning: str = "film",
     ) -> None:
         super().__init__()
         self.num_modalities = num_modalities
@@ -103,8 +111,9 @@ class ConditionedUNet(nn.Module):
         self.divisor = divisor
         self.per_target_outputs = per_target_outputs
         self.condition = _Condition()
+        self.conditioning = conditioning
         cond_dim = num_modalities * (int(condition_on_source) + int(not per_target_outputs))
-        if cond_dim and _add_film(backbone, cond_dim, self.condition) == 0:
+        if conditioning == "film" and cond_dim and _add_film(backbone, cond_dim, self.condition) == 0:
             raise ValueError("the backbone needs normalisation layers for FiLM conditioning (norm must not be None)")
         self.backbone = backbone
 
@@ -142,9 +151,13 @@ class ConditionedUNet(nn.Module):
         codes = [] if target_index is None else [target_index]
         if self.condition_on_source:
             codes.insert(0, source_index)
+        inputs = x
         if codes:
             self.condition.value = torch.cat([F.one_hot(c.long(), self.num_modalities) for c in codes], dim=1).float()
-        out = self.backbone(x)
+            if self.conditioning == "concat":
+                planes = self.condition.value.to(x.dtype)[:, :, None, None, None].expand(-1, -1, *x.shape[2:])
+                inputs = torch.cat([x, planes], dim=1)
+        out = self.backbone(inputs)
         if self.residual:
             out = out + x
         return out[:, :, : size[0], : size[1], : size[2]]
@@ -162,6 +175,7 @@ def build_unet_network(
     condition_on_source: bool = True,
     residual: bool = False,
     per_target_outputs: bool = False,
+    conditioning: str = "film",
 ) -> ConditionedUNet:
     """Build the conditioned generator from its keyword config (the bundle's ``network`` field).
 
@@ -174,9 +188,10 @@ def build_unet_network(
         num_res_units: residual units per block (``unet``).
         norm: normalisation layer name (``"instance"``, ``"batch"``, ...).
         dropout: dropout probability.
-        condition_on_source: condition on the source modality too (FiLM code = both one-hots).
+        condition_on_source: condition on the source modality too (code = both one-hots).
         residual: add the source to the output.
-        per_target_outputs: one output channel per modality, selected by the target (FiLM on the source only).
+        per_target_outputs: one output channel per modality, selected by the target (the code is the source's).
+        conditioning: ``"film"`` (needs a ``norm``) or ``"concat"`` (one-hot input channels; best with ``norm=None``).
 
     Raises:
         ValueError: an inconsistent or unknown setting.
@@ -189,7 +204,11 @@ def build_unet_network(
         raise ValueError(f"channels must be positive ints, got {channels!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
     outputs = num_modalities if per_target_outputs else 1
+    cond_dim = num_modalities * (int(condition_on_source) + int(not per_target_outputs))
+    in_channels = 1 + (cond_dim if conditioning == "concat" else 0)
     if architecture == "unet":
         if len(strides) != len(channels) - 1 or any(not isinstance(s, int) or s < 1 for s in strides):
             raise ValueError(f"strides must be {len(channels) - 1} positive ints (one fewer than channels)")
@@ -198,7 +217,7 @@ def build_unet_network(
         backbone = nn.Sequential(
             UNet(
                 spatial_dims=3,
-                in_channels=1,
+                in_channels=in_channels,
                 out_channels=channels[0],
                 channels=tuple(channels),
                 strides=tuple(strides),
@@ -214,14 +233,16 @@ def build_unet_network(
             raise ValueError(f"basic_unet needs six channels (BasicUNet features), got {len(channels)}")
         backbone = BasicUNet(
             spatial_dims=3,
-            in_channels=1,
+            in_channels=in_channels,
             out_channels=outputs,
             features=tuple(channels),
             norm=(norm, {"affine": True}),
             dropout=dropout,
         )
         divisor = 16
-    return ConditionedUNet(backbone, num_modalities, condition_on_source, residual, divisor, per_target_outputs)
+    return ConditionedUNet(
+        backbone, num_modalities, condition_on_source, residual, divisor, per_target_outputs, conditioning
+    )
 
 
 class UNetTranslator(Translator):

@@ -12,7 +12,7 @@ import torch
 
 from MedTransCore.bundles import Bundle, save_bundle
 from MedTransCore.errors import BundleError, CancelledError, InputError
-from MedTransCore.models.aldm import ALDMTranslator, build_networks
+from MedTransCore.models.aldm import ALDMTranslator, build_networks, ddim_sample
 from MedTransCore.models.registry import get_translator_class
 from MedTransCore.phantoms import generate_phantom
 from MedTransCore.translate import translate_image
@@ -123,3 +123,14 @@ def test_the_pipeline_returns_a_mean_and_an_uncertainty_map_on_the_source_geomet
     assert np.all(std >= 0) and std.max() > 0
     again = translate_image(source, "MR_T1", "CT", model="tiny-aldm", device="cpu", uncertainty_samples=2, seed=5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(again.image), sitk.GetArrayFromImage(result.image))
+
+
+def test_a_translation_is_decode_of_ddim_on_the_scaled_source_and_spade_latents(tmp_path):
+    translator = ALDMTranslator(tiny_aldm_bundle(tmp_path / "tiny-aldm"))
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = translator.autoencoder.encode(x)
+        cond = torch.cat([z, translator.spade(z, "MR_T1")], dim=1) * 1.5  # spade on unscaled latents, as trained
+        sample = ddim_sample(translator.diffusion, cond, torch.tensor([1]), translator.scheduler, 3, seed=2)
+        expected = translator.autoencoder.decode(sample / 1.5)
+    torch.testing.assert_close(translator.translate(x, "CT", "MR_T1", steps=3, seed=2), expected)

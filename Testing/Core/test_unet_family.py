@@ -21,7 +21,8 @@ from Testing.Training.helpers import tiny_unet_bundle
         {"channels": []},
         {"dropout": 1.5},
         {"architecture": "basic_unet", "channels": [4, 8]},
-        {"norm": None},  # nothing to condition
+        {"norm": None},  # nothing for FiLM to condition
+        {"conditioning": "cross-attention"},
     ],
 )
 def test_a_bad_network_config_is_a_value_error(bad):
@@ -87,3 +88,12 @@ def test_a_per_target_network_predicts_every_modality_in_one_pass_and_the_target
     assert plain(x, sources, torch.tensor([1, 0])).shape == (2, 1, 8, 8, 8)  # nothing to condition: no FiLM
     with pytest.raises(ValueError, match="per_target_outputs"):
         build_unet_network(**TINY).forward_all(x, sources)
+
+
+def test_concatenated_one_hot_conditioning_works_without_normalisation_layers():
+    torch.manual_seed(3)
+    network = build_unet_network(**{**TINY, "norm": None, "conditioning": "concat"}).eval()
+    assert not [m for m in network.modules() if isinstance(m, FiLMNorm)]
+    x = torch.randn(1, 1, 8, 8, 8)
+    to_one, to_two = (network(x, torch.tensor([0]), torch.tensor([t])) for t in (1, 2))
+    assert not torch.allclose(to_one, to_two)

@@ -51,6 +51,8 @@ def test_the_three_stages_train_in_turn_and_export_one_bundle_that_translates(tm
     network = bundle.metadata["network"]
     assert network["modalities"] == ["CT", "MR_T1"] and network["autoencoder"]["kind"] == "vq"
     assert network["diffusion"]["conditioning"] == "both"
+    stages = bundle.metadata["stages"]
+    assert stages["aldm_autoencoder"]["steps"] == 2 and stages["aldm_spade"]["config"]["stage"] == "aldm_spade"
 
     case = generate_phantom("head", seed=7, shape=(16, 16, 16), spacing=(12.0, 12.0, 12.0), modalities=["CT"])
     result = translate_image(case.images["CT"], "CT", "MR_T1", model=str(bundle.path), device="cpu")
@@ -66,7 +68,7 @@ def test_the_latent_cache_encodes_an_unchanged_image_once_and_a_changed_one_agai
         return images[:, :, ::2, ::2, ::2] * 2
 
     cache = LatentCache(encode)
-    a, b = torch.randn(2, 1, 1, 4, 4, 4)
+    a, b = torch.randn(2, 1, 4, 4, 4)
     first = cache(torch.stack([a, b]), ["case0", "case1"], ["CT", "CT"])
     again = cache(torch.stack([b, a]), ["case1", "case0"], ["CT", "CT"])
     torch.testing.assert_close(again, first.flip(0))
@@ -74,6 +76,9 @@ def test_the_latent_cache_encodes_an_unchanged_image_once_and_a_changed_one_agai
     changed = cache(torch.stack([a + 1]), ["case0"], ["CT"])
     torch.testing.assert_close(changed, encode(torch.stack([a + 1])))
     assert calls == [2, 1, 1]
+    shifted = LatentCache(lambda x, shifts: x + torch.tensor(shifts).view(-1, 1, 1, 1, 1))
+    out = shifted(torch.stack([a, b]), ["case0", "case0"], ["CT->MR", "CT->PD"], extras=[1.0, 2.0])
+    torch.testing.assert_close(out, torch.stack([a + 1, b + 2]))
     uncached = LatentCache(encode, enabled=False)
     uncached(torch.stack([a]), ["case0"], ["CT"])
     uncached(torch.stack([a]), ["case0"], ["CT"])
@@ -94,7 +99,11 @@ def test_an_autoencoder_stage_with_a_patch_gan_updates_both_networks(kind):
     network = {"kind": kind, "channels": [8, 8, 8][: 2 if kind == "vq" else 3]}
     network |= {"num_res_channels": [8, 8]} if kind == "vq" else {"latent_channels": 2, "norm_num_groups": 4}
     config = load_config(CONFIGS / "aldm_tiny_autoencoder.yaml")
-    config["model"] = {"network": network, "loss": {"adversarial": 0.1}, "discriminator": {"channels": 4, "num_layers_d": 2}}
+    config["model"] = {
+        "network": network,
+        "loss": {"adversarial": 0.1},
+        "discriminator": {"channels": 4, "num_layers_d": 2},
+    }
     stage = AutoencoderStage(config)
     modules = stage.build_modules()
     stage.attach(modules, {}, {})

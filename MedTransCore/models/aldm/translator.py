@@ -97,13 +97,14 @@ class ALDMTranslator(Translator):
         with torch.inference_mode():
             x = source.to(self.device, torch.float32)
             x = F.pad(x, pads, value=BACKGROUND) if any(pads) else x
-            z_source = self.autoencoder.encode(x) * self.scale_factor
+            # MS-SPADE works on unscaled latents (as trained); the diffusion UNet sees everything scaled.
+            z_source = self.autoencoder.encode(x)
             z_like = self.spade(z_source, target_modality)
             report(0.1)
             target_index = torch.full((x.shape[0],), self.modalities.index(target_modality), device=self.device)
             z = ddim_sample(
                 self.diffusion,
-                torch.cat([z_source, z_like], dim=1),
+                torch.cat([z_source, z_like], dim=1) * self.scale_factor,
                 target_index,
                 self.scheduler,
                 steps,

@@ -40,7 +40,7 @@ from torch import nn
 from MedTransCore.models.aldm.networks import LatentAutoencoder, build_autoencoder, resolve_autoencoder_config
 
 from ..trainer import CONFIG_NAME
-from .base import Stage, load_run_state
+from .base import CHECKPOINT_NAME, Stage, load_run_state
 from .unet import weighted_l1
 
 LOSS_DEFAULTS = {"body_weight": 4.0, "regularisation": None, "ssim": 0.1, "adversarial": 0.0, "adversarial_start": 0}
@@ -187,6 +187,22 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """Provenance of an earlier stage's run for the bundle: folder, steps trained, commands, config."""
+    from ..trainer import RUN_NAME
+
+    record_path = Path(run_dir) / RUN_NAME
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    checkpoint = torch.load(Path(run_dir) / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    return {
+        "run_dir": str(run_dir),
+        "steps": int(checkpoint["step"]),
+        "commands": record.get("commands", []),
+        "device": record.get("device", {}),
+        "config": run_config(run_dir),
+    }
+
+
 def load_autoencoder(run_dir: str | Path, device: torch.device | str) -> tuple[LatentAutoencoder, dict[str, Any]]:
     """A frozen autoencoder (EMA weights) from a finished ``aldm_autoencoder`` run.
 
@@ -226,10 +242,16 @@ class LatentCache:
         return (tuple(image.shape), round(float(image.sum()), 3), round(float(image.abs().sum()), 3))
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, cases: list[str], keys: list[str]) -> torch.Tensor:
-        """``(B, 1, Z, Y, X)`` images of ``cases``/``keys`` (modality keys) -> ``(B, C, z, y, x)`` latents."""
+    def __call__(
+        self, images: torch.Tensor, cases: list[str], keys: list[str], extras: list | None = None
+    ) -> torch.Tensor:
+        """``(B, 1, Z, Y, X)`` images of ``cases``/``keys`` (modality keys) -> ``(B, C, z, y, x)`` latents.
+
+        With ``extras`` (one per item, e.g. target modalities), ``encode`` is called as ``encode(images, extras)``.
+        """
+        run = self.encode if extras is None else (lambda x, idx: self.encode(x, [extras[i] for i in idx]))
         if not self.enabled:
-            return self.encode(images).float()
+            return (run(images) if extras is None else run(images, range(len(extras)))).float()
         prints = [self._fingerprint(image) for image in images]
         missing = [
             i
@@ -237,7 +259,7 @@ class LatentCache:
             if self.store.get((case, key), (None,))[0] != prints[i]
         ]
         if missing:
-            fresh = self.encode(images[missing]).float()
+            fresh = (run(images[missing]) if extras is None else run(images[missing], missing)).float()
             for i, latent in zip(missing, fresh, strict=True):
                 self.store[(cases[i], keys[i])] = (prints[i], latent)
         return torch.stack([self.store[(case, key)][1] for case, key in zip(cases, keys, strict=True)])

@@ -40,7 +40,7 @@ from MedTransCore.models.aldm.networks import (
 from MedTransCore.models.aldm.sampler import SCHEDULE_DEFAULTS, build_scheduler, ddim_sample
 from MedTransCore.models.aldm.translator import WEIGHT_FILES
 
-from .aldm_autoencoder import LatentCache, load_autoencoder, run_config
+from .aldm_autoencoder import LatentCache, load_autoencoder, run_config, run_summary
 from .base import Stage, load_run_state
 
 
@@ -81,7 +81,10 @@ class DiffusionStage(Stage):
         self.schedule = {**SCHEDULE_DEFAULTS, **self.model_config.get("scheduler", {})}
         self.train_scheduler = build_scheduler("ddpm", **self.schedule)
         self.sample_scheduler = build_scheduler("ddim", **self.schedule)
-        self.latents = LatentCache(self.autoencoder.encode, bool(self.model_config.get("latent_cache", True)))
+        cache = bool(self.model_config.get("latent_cache", True))
+        self.latents = LatentCache(self.autoencoder.encode, cache)
+        # The frozen MS-SPADE output depends only on the source latent and the target: cached the same way.
+        self.like = LatentCache(self.spade, cache)
 
     def build_modules(self) -> dict[str, nn.Module]:
         unet = build_diffusion_unet(
@@ -110,7 +113,8 @@ class DiffusionStage(Stage):
         target = self.latents(batch["target"], batch["case"], batch["target_key"])
         if self.scale == 0.0:
             self._measure_scale(torch.cat([source, target]))
-        like = self.spade(source, batch["target_key"]).float()
+        pairs = [f"{s}->{t}" for s, t in zip(batch["source_key"], batch["target_key"], strict=True)]
+        like = self.like(source, batch["case"], pairs, extras=list(batch["target_key"]))
         return target * self.scale, torch.cat([source, like], dim=1) * self.scale
 
     def _random_crop(self, x0: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +187,10 @@ class DiffusionStage(Stage):
                 "scale_factor": self.scale,
             },
             "grid": self.model_config.get("grid"),
+            "stages": {
+                "aldm_autoencoder": run_summary(self.model_config["autoencoder_run"]),
+                "aldm_spade": run_summary(self.model_config["spade_run"]),
+            },
         }
 
 
