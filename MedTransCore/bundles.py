@@ -194,7 +194,8 @@ def installed_bundles() -> list[Bundle]:
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
-            if (child / "metadata.json").is_file():
+            # Hidden folders are bundles being written (save_bundle's temporary folder).
+            if not child.name.startswith(".") and (child / "metadata.json").is_file():
                 try:
                     bundle = load_bundle(child)
                 except BundleError:
