@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # Debian packages: chromium for the browser tests, Mesa's EGL/OSMesa for off-screen VTK rendering.
 APT_PACKAGES := chromium libegl1 libegl-mesa0 libgl1-mesa-dri libglu1-mesa libxrender1 libxt6
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# VTK/MRML reset the C locale when imported; UTF-8 mode keeps Python's text I/O independent of it.
+export PYTHONUTF8 := 1
 
 .PHONY: demo test test-fast web lint format system-deps clean
 

@@ -100,7 +100,9 @@ class _Phantoms:
 def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one translation in a fresh interpreter (see :func:`_worker`); returns its measurements."""
     command = [sys.executable, "-c", "from MedTransCore.benchmark import _worker; _worker()"]
-    done = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(
+        command, input=json.dumps(spec), capture_output=True, encoding="utf-8", errors="replace", env=os.environ.copy()
+    )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"benchmark run of {spec['model']} failed: {tail[0]}")

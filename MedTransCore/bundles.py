@@ -180,6 +180,10 @@ def save_bundle(directory: str | Path, metadata: dict, weights: dict[str, dict])
         meta = {"schema_version": SCHEMA_VERSION, **metadata, "weights": hashes}
         validate_metadata(meta)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+        # mkdtemp makes a private folder; a bundle is meant to be shared like any installed file.
+        for path in tmp.iterdir():
+            path.chmod(0o644)
+        tmp.chmod(0o755)
         tmp.rename(directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -64,7 +64,6 @@ class SubprocessRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
-            text=True,
             encoding="utf-8",
             errors="replace",
             bufsize=1,

@@ -64,7 +64,8 @@ def test_python_dash_m_prints_one_error_line_without_a_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "MedTransCore", *translate_args(tmp_path / "missing.nii.gz", tmp_path / "o.nii.gz")],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

@@ -33,7 +33,12 @@ def test_two_gloo_processes_train_one_run_and_only_rank_zero_writes_it(tmp_path)
         "--run-dir", str(run), "--device", "cpu",
     ]  # fmt: skip
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        command,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((run / "run.json").read_text())

@@ -203,7 +203,7 @@ def test_the_medtrans_cli_translates_with_an_exported_bundle_folder(tmp_path, da
         [sys.executable, "-m", "MedTransCore", "translate", str(source_path), "--source-modality", "MR_T1",
          "--target-modality", "MR_T2", "--output", str(out), "--model", str(tmp_path / "b"), "--progress-format", "lines"],
         capture_output=True,
-        text=True,
+        encoding="utf-8", errors="replace",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1].removeprefix("RESULT "))["family"] == "unet"

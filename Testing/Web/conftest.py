@@ -60,7 +60,8 @@ class WebServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             start_new_session=True,  # its own process group: stop() ends the translation processes too
         )
         threading.Thread(target=self._read, daemon=True).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -60,9 +61,19 @@ def resolve_training_device(device: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), else the platform's machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def describe_device(device: torch.device, info: DistInfo) -> dict:
     """What ran the training, for the run record and the bundle metadata."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {
         "type": device.type,
         "name": name,
