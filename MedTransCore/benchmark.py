@@ -9,8 +9,10 @@ phantom is simulated at the bundle's spacing, so ``grid`` is the voxel grid the 
 For ``aldm`` bundles a quality table translates one phantom with 10, 20, 50 and 200 DDIM steps (ALDM's own
 default is DDIM 200) and compares each result with the 200-step one and with the phantom's real target
 (``MedTransCore.metrics.compute_metrics`` in the body mask), with the speed-up over 200 steps, all measured in
-the same run. Targets: a 128^3 grid within 30 s on a CPU and 1 s on a CUDA GPU; rows say by how much they
-miss. ``quick=True`` is a smoke run (a 16^3 grid, 1 and 2 steps) for tests.
+the same run. A memory row per model translates a 256x256x160 volume (at the bundle's spacing, so the sliding
+windows really cover that grid). Targets: a 128^3 grid within 30 s on a CPU and 1 s on a CUDA GPU, the
+256x256x160 volume within 4 GB of peak memory; rows say by how much they miss. ``quick=True`` is a smoke run
+(a 16^3 grid, a 16x16x8 memory volume, 1 and 2 steps) for tests.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from .errors import InputError
 StageProgress = Callable[[float, str], None]
 #: Seconds per volume the design aims for, by device and grid edge.
 TARGET_SECONDS = {"cpu": {128: 30.0}, "cuda": {128: 1.0}}
+#: The memory target: a volume of this size (x, y, z voxels) translated within this peak resident memory.
+MEMORY_SHAPE = (256, 256, 160)
+MEMORY_TARGET_MB = 4096.0
+QUICK_MEMORY_SHAPE = (16, 16, 8)
 QUALITY_STEPS = (10, 20, 50, 200)
 QUALITY_GRID = 64
 QUICK_GRID = 16
@@ -75,18 +81,20 @@ def _selected_bundles(families: Sequence[str] | None, models: Sequence[str] | No
 
 
 class _Phantoms:
-    """Phantom source / reference / mask files per (grid, spacing, pair), written once into ``folder``."""
+    """Phantom source / reference / mask files per (shape, spacing, pair), written once into ``folder``."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.made: dict[tuple, dict[str, Path]] = {}
 
-    def get(self, grid: int, spacing: tuple[float, ...], pair: tuple[str, str]) -> dict[str, Path]:
-        key = (grid, spacing, pair)
+    def get(self, shape: int | tuple[int, int, int], spacing: tuple[float, ...], pair: tuple[str, str]) -> dict:
+        """Files of the phantom of ``shape`` (a cube edge or x, y, z voxels)."""
+        shape = (shape,) * 3 if isinstance(shape, int) else tuple(shape)
+        key = (shape, spacing, pair)
         if key not in self.made:
             from .phantoms import generate_phantom
 
-            case = generate_phantom("head", PHANTOM_SEED, (grid,) * 3, spacing, modalities=list(pair))
+            case = generate_phantom("head", PHANTOM_SEED, shape, spacing, modalities=list(pair))
             stem = self.folder / f"phantom-{len(self.made)}"
             paths = {"source": Path(f"{stem}-source.mha"), "reference": Path(f"{stem}-reference.mha")}
             paths["mask"] = Path(f"{stem}-mask.mha")
@@ -162,6 +170,45 @@ def _target_fields(grid: int, device: str, seconds: float) -> dict[str, Any]:
         "target_seconds": target,
         "target_met": seconds <= target,
         "target_missed_by_s": round(max(seconds - target, 0.0), 2),
+    }
+
+
+def _memory_target_fields(peak_mb: float) -> dict[str, Any]:
+    return {
+        "target_memory_mb": MEMORY_TARGET_MB,
+        "target_met": peak_mb <= MEMORY_TARGET_MB,
+        "target_missed_by_mb": round(max(peak_mb - MEMORY_TARGET_MB, 0.0), 1),
+    }
+
+
+def _timed_row(kind: str, bundle: Bundle, files: dict[str, Path], grid: Any, device: str, steps: int | None) -> dict:
+    """Translate the phantom ``files`` once with ``bundle`` in a fresh process; the row of its measurements."""
+    pair = _benchmark_pair(bundle)
+    spec = {
+        "source": str(files["source"]),
+        "source_modality": pair[0],
+        "target_modality": pair[1],
+        "model": str(bundle.path),
+        "steps": steps,
+        "device": device,
+    }
+    measured = _measure(spec)
+    gpu = {"peak_gpu_memory_mb": round(measured["peak_gpu_memory_mb"], 1)} if "peak_gpu_memory_mb" in measured else {}
+    return {
+        "kind": kind,
+        "family": bundle.family,
+        "model": bundle.name,
+        "pair": f"{pair[0]}->{pair[1]}",
+        "grid": grid,
+        "steps": measured["steps"],
+        "device": device,
+        "seconds": round(measured["seconds"], 3),
+        "cpu_seconds": round(measured["cpu_seconds"], 3),
+        "peak_memory_mb": round(measured["peak_memory_mb"], 1),
+        "memory_delta_mb": round(measured["memory_delta_mb"], 1),
+        "threads": measured["threads"],
+        "load_average": round(measured["load_average"], 2),
+        **gpu,
     }
 
 
@@ -248,9 +295,9 @@ def run_benchmark(
         quality_steps: DDIM steps of the quality rows (the largest is the comparison reference).
 
     Returns:
-        rows (JSON-serialisable dicts): ``kind`` (``"speed"`` / ``"quality"``), ``family``, ``model``, ``pair``,
-        ``grid``, ``steps``, ``device``, ``seconds``, ``peak_memory_mb``, ``memory_delta_mb``, target fields
-        (speed) or ``psnr_vs_200``, ``ssim_vs_200``, ``psnr_vs_reference``, ``ssim_vs_reference``,
+        rows (JSON-serialisable dicts): ``kind`` (``"speed"``, ``"memory"`` or ``"quality"``), ``family``,
+        ``model``, ``pair``, ``grid`` (an edge, or ``"256x256x160"`` for memory rows), ``steps``, ``device``,
+        ``seconds``, ``peak_memory_mb``, ``memory_delta_mb``, target fields (speed, memory) or ``psnr_vs_200``, ``ssim_vs_200``, ``psnr_vs_reference``, ``ssim_vs_reference``,
         ``speedup_vs_200`` (quality).
     """
     device = _resolve_device(device)
@@ -259,7 +306,7 @@ def run_benchmark(
         grids, quality_steps = (QUICK_GRID,), QUICK_STEPS
     quality_grid = QUICK_GRID if quick else QUALITY_GRID
     stochastic = [b for b in bundles if b.family == "aldm"]
-    total = len(bundles) * len(grids) + len(stochastic) * (len(quality_steps) + 1)
+    total = len(bundles) * (len(grids) + 1) + len(stochastic) * (len(quality_steps) + 1)
     done = 0
 
     def report(words: str) -> None:
@@ -270,40 +317,21 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="medtrans-benchmark-") as tmp:
         phantoms = _Phantoms(Path(tmp))
         for bundle in bundles:
-            pair = _benchmark_pair(bundle)
+            pair, spacing = _benchmark_pair(bundle), _spacing(bundle)
+            steps = 1 if quick and bundle.family == "aldm" else None
             for grid in grids:
                 report(f"{bundle.name}: {grid}^3 on {device}")
-                files = phantoms.get(int(grid), _spacing(bundle), pair)
-                spec = {
-                    "source": str(files["source"]),
-                    "source_modality": pair[0],
-                    "target_modality": pair[1],
-                    "model": str(bundle.path),
-                    "steps": 1 if quick and bundle.family == "aldm" else None,
-                    "device": device,
-                }
-                measured = _measure(spec)
-                rows.append(
-                    {
-                        "kind": "speed",
-                        "family": bundle.family,
-                        "model": bundle.name,
-                        "pair": f"{pair[0]}->{pair[1]}",
-                        "grid": int(grid),
-                        "steps": measured["steps"],
-                        "device": device,
-                        "seconds": round(measured["seconds"], 3),
-                        "cpu_seconds": round(measured["cpu_seconds"], 3),
-                        "peak_memory_mb": round(measured["peak_memory_mb"], 1),
-                        "memory_delta_mb": round(measured["memory_delta_mb"], 1),
-                        "threads": measured["threads"],
-                        "load_average": round(measured["load_average"], 2),
-                        **_target_fields(int(grid), device, measured["seconds"]),
-                    }
-                )
+                row = _timed_row("speed", bundle, phantoms.get(int(grid), spacing, pair), int(grid), device, steps)
+                rows.append(row | _target_fields(int(grid), device, row["seconds"]))
                 done += 1
+            shape = QUICK_MEMORY_SHAPE if quick else MEMORY_SHAPE
+            label = "x".join(map(str, shape))
+            report(f"{bundle.name}: memory of a {label} volume on {device}")
+            row = _timed_row("memory", bundle, phantoms.get(shape, spacing, pair), label, device, steps)
+            rows.append(row | _memory_target_fields(row["peak_memory_mb"]))
+            done += 1
             if bundle.family == "aldm":
-                files = phantoms.get(quality_grid, _spacing(bundle), pair)
+                files = phantoms.get(quality_grid, spacing, pair)
                 rows += _quality_rows(bundle, files, quality_grid, device, quality_steps, report)
                 done += len(quality_steps) + 1
     if progress is not None:
@@ -329,7 +357,7 @@ def _markdown(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown tables of benchmark rows: speed and memory, then ALDM quality versus steps, then the targets."""
-    speed = [r for r in rows if r.get("kind", "speed") == "speed"]
+    speed = [r for r in rows if r.get("kind", "speed") in ("speed", "memory")]
     quality = [r for r in rows if r.get("kind") == "quality"]
     lines = ["## Speed and memory per volume (whole pipeline, fresh process per row)", ""]
     lines += _markdown(
@@ -367,13 +395,19 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         refs = {r["reference_steps"] for r in quality}
         if refs != {200}:
             lines.append(f"(the comparison reference here is {', '.join(map(str, sorted(refs)))} steps, not 200)")
-    targeted = [r for r in speed if r.get("target_seconds") is not None]
-    if targeted:
-        lines += ["", "## Targets", ""]
-        for r in targeted:
-            verdict = "met" if r["target_met"] else f"MISSED by {r['target_missed_by_s']:.1f} s"
-            lines.append(
-                f"- {r['model']} at {r['grid']}^3 on {r['device']}: {r['seconds']:.1f} s "
-                f"(target {r['target_seconds']:.0f} s): {verdict}"
-            )
+    lines += _target_lines(speed)
     return "\n".join(lines) + "\n"
+
+
+def _target_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        where = f"- {r['model']} at {r['grid']}" + ("^3" if isinstance(r["grid"], int) else "") + f" on {r['device']}"
+        if r.get("target_seconds") is not None:
+            verdict = "met" if r["target_met"] else f"MISSED by {r['target_missed_by_s']:.1f} s"
+            lines.append(f"{where}: {r['seconds']:.1f} s (target {r['target_seconds']:.0f} s): {verdict}")
+        elif r.get("target_memory_mb") is not None:
+            verdict = "met" if r["target_met"] else f"MISSED by {r['target_missed_by_mb']:.0f} MB"
+            peak = f"{r['peak_memory_mb']:.0f} MB peak"
+            lines.append(f"{where}: {peak} (target {r['target_memory_mb']:.0f} MB): {verdict}")
+    return ["", "## Targets", "", *lines] if lines else []
