@@ -19,6 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--json", type=Path, help="also write the rows as a JSON list")
     p.add_argument("--quick", action="store_true", help="tiny grids and few steps (a smoke run)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--model", action="append", metavar="NAME_OR_FOLDER", help="benchmark this bundle (repeatable; default: all)"
+    )
+    p.add_argument("--family", action="append", help="only bundles of this family (repeatable)")
     p.set_defaults(run=run_benchmark)
 
     p = sub.add_parser("web", help="start the browser front end (trame-slicer) on 127.0.0.1")
@@ -49,8 +53,11 @@ def run_models(args: argparse.Namespace) -> int:
 def run_benchmark(args: argparse.Namespace) -> int:
     from ..benchmark import format_table
     from ..benchmark import run_benchmark as benchmark
+    from .progress import ProgressPrinter
 
-    rows = benchmark(quick=args.quick, device=args.device)
+    progress = ProgressPrinter("bar", "benchmark")
+    rows = benchmark(quick=args.quick, device=args.device, models=args.model, families=args.family, progress=progress)
+    progress.close()
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -26,6 +26,33 @@ def inbody_quantiles(values: np.ndarray) -> np.ndarray:
     return np.quantile(np.asarray(values, dtype=np.float64), quantile_levels())
 
 
+def volume_quantiles(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`inbody_quantiles` of ``volume`` inside ``mask`` (of the whole volume when the mask is empty)."""
+    values = volume[mask]
+    return inbody_quantiles(values if values.size else volume.ravel())
+
+
+def match_quantiles(values: np.ndarray, source_quantiles: np.ndarray, target_quantiles: np.ndarray) -> np.ndarray:
+    """Map normalised ``values`` monotonically so that ``source_quantiles`` land on ``target_quantiles``.
+
+    Args:
+        values: normalised intensities, any shape.
+        source_quantiles: ``(N_QUANTILES,)`` in-body quantiles of the volume ``values`` come from.
+        target_quantiles: ``(N_QUANTILES,)`` reference quantiles of the target modality.
+
+    Returns:
+        float64 array of ``values``' shape.
+    """
+    # Quantiles of a volume with large uniform regions repeat; np.interp needs increasing x.
+    src_q, idx = np.unique(source_quantiles, return_index=True)
+    tgt_q = np.asarray(target_quantiles)[idx]
+    # Anchor "nothing" (air / no signal, normalised -1) to itself so the background outside the body stays
+    # background instead of taking the darkest in-body value.
+    if src_q[0] > BACKGROUND and tgt_q[0] > BACKGROUND:
+        src_q, tgt_q = np.concatenate([[BACKGROUND], src_q]), np.concatenate([[BACKGROUND], tgt_q])
+    return np.interp(values, src_q, tgt_q)
+
+
 class IdentityTranslator(Translator):
     """Returns the source unchanged (in normalised units)."""
 
@@ -51,10 +78,7 @@ class HistogramMatchingTranslator(Translator):
         self._source_quantiles: np.ndarray | None = None
 
     def prepare(self, source, mask, source_modality, target_modality) -> None:
-        values = source[mask].cpu().numpy()
-        if values.size == 0:
-            values = source.cpu().numpy().ravel()
-        self._source_quantiles = inbody_quantiles(values)
+        self._source_quantiles = volume_quantiles(source.cpu().numpy(), mask.cpu().numpy())
 
     def translate(
         self,
@@ -71,14 +95,7 @@ class HistogramMatchingTranslator(Translator):
         src_q = self._source_quantiles
         if src_q is None:  # called without prepare(): use the bundle's source histogram
             src_q = self.reference[source_modality]
-        # Quantiles of a volume with large uniform regions repeat; np.interp needs increasing x.
-        src_q, idx = np.unique(src_q, return_index=True)
-        tgt_q = self.reference[target_modality][idx]
-        # Anchor "nothing" (air / no signal, normalised -1) to itself so the background outside the body stays
-        # background instead of taking the darkest in-body value.
-        if src_q[0] > BACKGROUND and tgt_q[0] > BACKGROUND:
-            src_q, tgt_q = np.concatenate([[BACKGROUND], src_q]), np.concatenate([[BACKGROUND], tgt_q])
-        mapped = np.interp(source.cpu().numpy(), src_q, tgt_q)
+        mapped = match_quantiles(source.cpu().numpy(), src_q, self.reference[target_modality])
         if progress is not None:
             progress(1.0)
         return torch.from_numpy(mapped).to(source.device, source.dtype)

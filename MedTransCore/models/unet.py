@@ -15,6 +15,12 @@ With ``per_target_outputs`` the network has one output channel per modality and 
 modalities at once - the cheaper choice when compute is scarce.
 The backbone is MONAI's ``UNet`` (residual units) or ``BasicUNet``; the bundle's ``network`` field holds the
 exact keyword config of :func:`build_unet_network`.
+
+A bundle with ``"input_standardisation": "histogram_matching"`` first maps the source's in-body histogram onto
+the reference quantiles of the target modality in ``standardisation.safetensors`` (exactly the
+``histogram-matching`` baseline, :func:`~MedTransCore.models.baselines.match_quantiles`) and the network refines
+that: the global calibration of a scan (a CBCT's HU offset and scale) is a whole-volume statistic that a
+window-sized network estimates poorly, while the local corrections (cupping, streaks, noise) are what it does well.
 """
 
 from __future__ import annotations
@@ -22,15 +28,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
+from ..errors import BundleError
 from .base import CancelFn, ProgressFn, Translator, check_cancel
+from .baselines import match_quantiles, volume_quantiles
 
 ARCHITECTURES = ("unet", "basic_unet")
 CONDITIONINGS = ("film", "concat")
+STANDARDISATIONS = (None, "histogram_matching")
+STANDARDISATION_FILE = "standardisation.safetensors"
 # Normalised value of "nothing" (air / no MR signal): padding value for windows not divisible by the network.
 BACKGROUND = -1.0
 
@@ -257,6 +268,30 @@ class UNetTranslator(Translator):
         self.network.load_state_dict(bundle.load_weights("model.safetensors"))
         self.network.to(self.device).eval()
         self.index = {key: i for i, key in enumerate(bundle.metadata["modalities"])}
+        self.standardisation = bundle.metadata.get("input_standardisation")
+        if self.standardisation not in STANDARDISATIONS:
+            raise BundleError(
+                f"bundle {bundle.name!r}: unknown input_standardisation {self.standardisation!r}; "
+                f"known: {', '.join(map(str, STANDARDISATIONS))}"
+            )
+        self.reference = {}
+        if self.standardisation:
+            weights = bundle.load_weights(STANDARDISATION_FILE)
+            self.reference = {key: value.double().numpy() for key, value in weights.items()}
+        self._source_quantiles: np.ndarray | None = None
+
+    def prepare(self, source: torch.Tensor, mask: torch.Tensor, source_modality: str, target_modality: str) -> None:
+        if self.standardisation:
+            self._source_quantiles = volume_quantiles(source.cpu().double().numpy(), mask.cpu().numpy())
+
+    def standardise(self, source: torch.Tensor, target_modality: str) -> torch.Tensor:
+        """The network's input: the source itself, or histogram-matched to the target's reference quantiles."""
+        if not self.standardisation:
+            return source
+        if self._source_quantiles is None:
+            raise RuntimeError("prepare() must see the whole volume before windows are translated")
+        mapped = match_quantiles(source.cpu().double().numpy(), self._source_quantiles, self.reference[target_modality])
+        return torch.from_numpy(mapped).to(source.device, source.dtype)
 
     def bytes_per_window_voxel(self) -> float:
         # Activations of the widest levels dominate: ~4 bytes x (first-level channels x a few tensors).
@@ -279,6 +314,7 @@ class UNetTranslator(Translator):
         batch = source.shape[0]
         s = torch.full((batch,), self.index[source_modality], dtype=torch.long, device=source.device)
         t = torch.full((batch,), self.index[target_modality], dtype=torch.long, device=source.device)
+        source = self.standardise(source, target_modality)
         with torch.no_grad():
             out = self.network(source.to(self.device, torch.float32), s.to(self.device), t.to(self.device))
         if progress is not None:

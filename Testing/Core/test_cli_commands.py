@@ -98,3 +98,12 @@ def test_evaluate_with_rigid_registration_aligns_a_shifted_reference_and_reports
     result = json.loads((tmp_path / "m.json").read_text())
     assert len(result["registration"]["translation_mm"]) == 3
     assert result["metrics"]["MAE"] < 40.0
+
+
+def test_benchmark_prints_the_table_and_writes_json_rows_for_the_chosen_model(tmp_path, capsys):
+    rows_file = tmp_path / "rows.json"
+    assert run_cli("benchmark", "--quick", "--model", "identity", "--device", "cpu", "--json", rows_file) == 0
+    out = capsys.readouterr().out
+    assert "## Speed and memory" in out and "identity at 16x16x8 on cpu" in out
+    rows = json.loads(rows_file.read_text())
+    assert {r["model"] for r in rows} == {"identity"} and [r["kind"] for r in rows] == ["speed", "memory"]

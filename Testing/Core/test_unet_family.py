@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
+from MedTransCore.bundles import find_bundle
 from MedTransCore.errors import BundleError, InputError
 from MedTransCore.models.registry import FAMILIES, get_translator_class
 from MedTransCore.models.unet import FiLMNorm, UNetTranslator, build_unet_network
+from MedTransCore.phantoms import generate_phantom
+from MedTransCore.translate import translate_image
 from Testing.Training.helpers import TINY_UNET as TINY
 from Testing.Training.helpers import tiny_unet_bundle
 
@@ -68,6 +73,31 @@ def test_a_unet_translator_loads_its_bundle_and_translates_a_window_as_the_netwo
     torch.testing.assert_close(out, network(x, torch.tensor([2, 2]), torch.tensor([0, 0])))
     with pytest.raises(InputError, match="does not support"):
         translator.translate(x, "CT", "MR_T1")
+
+
+def test_a_histogram_standardised_residual_unet_starts_exactly_at_the_histogram_matching_baseline(tmp_path):
+    # Zero output layer + residual: the network adds nothing, so the result is the histogram-matched source.
+    config = {**TINY, "residual": True}
+    network = build_unet_network(**config)
+    torch.nn.init.zeros_(network.backbone[-1].weight)
+    torch.nn.init.zeros_(network.backbone[-1].bias)
+    baseline = find_bundle("histogram-matching")
+    reference = baseline.load_weights("histograms.safetensors")
+    bundle = tiny_unet_bundle(tmp_path / "hm-unet", network, config, {k: reference[k] for k in ("CT", "CBCT")})
+    case = generate_phantom("head", 3, (40, 40, 32), (2.0, 2.0, 2.0), modalities=["CBCT"])  # the bundle's spacing
+    ours = translate_image(case.images["CBCT"], "CBCT", "CT", model=bundle.path, device="cpu")
+    theirs = translate_image(case.images["CBCT"], "CBCT", "CT", model=baseline.path, device="cpu")
+    assert ours.bundle.metadata["input_standardisation"] == "histogram_matching"
+    a, b = (sitk.GetArrayFromImage(r.image).astype(np.float64) for r in (ours, theirs))
+    np.testing.assert_allclose(a, b, atol=0.5)  # HU; the network runs in float32
+    assert np.abs(a - sitk.GetArrayFromImage(case.images["CBCT"])).mean() > 5.0  # and it did change the CBCT
+
+
+def test_a_unet_bundle_with_an_unknown_standardisation_is_a_bundle_error(tmp_path):
+    bundle = tiny_unet_bundle(tmp_path / "tiny")
+    bundle.metadata["input_standardisation"] = "z-score"
+    with pytest.raises(BundleError, match="input_standardisation"):
+        UNetTranslator(bundle, "cpu")
 
 
 def test_the_registry_maps_families_lazily_and_names_unknown_ones():

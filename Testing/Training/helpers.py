@@ -70,9 +70,22 @@ def tiny_config(root: Path, **sections) -> dict:
     return config
 
 
-def tiny_unet_bundle(path: Path, network: torch.nn.Module | None = None) -> Bundle:
-    """An (untrained unless ``network`` is given) ``unet`` bundle for CBCT->CT and MR_T1->CT on a 2 mm, 16^3 grid."""
-    network = network or build_unet_network(**TINY_UNET)
+def tiny_unet_bundle(
+    path: Path,
+    network: torch.nn.Module | None = None,
+    config: dict | None = None,
+    standardisation: dict[str, torch.Tensor] | None = None,
+) -> Bundle:
+    """An (untrained unless ``network`` is given) ``unet`` bundle for CBCT->CT and MR_T1->CT on a 2 mm, 16^3 grid.
+
+    ``config`` is the network's keyword config (default :data:`TINY_UNET`); ``standardisation`` reference quantiles
+    per modality make it a histogram-standardised bundle.
+    """
+    config = config or TINY_UNET
+    network = network or build_unet_network(**config)
+    weights = {"model.safetensors": network.state_dict()}
+    if standardisation is not None:
+        weights["standardisation.safetensors"] = standardisation
     metadata = {
         "name": "tiny-unet",
         "family": "unet",
@@ -84,9 +97,10 @@ def tiny_unet_bundle(path: Path, network: torch.nn.Module | None = None) -> Bund
         "grid": [16, 16, 16],
         "normalisation": {},
         "sampler": None,
-        "network": TINY_UNET,
+        "network": config,
         "training": {},
         "metrics": {},
         "licence": "Apache-2.0",
+        "input_standardisation": "histogram_matching" if standardisation is not None else None,
     }
-    return save_bundle(path, metadata, {"model.safetensors": network.state_dict()})
+    return save_bundle(path, metadata, weights)

@@ -134,6 +134,34 @@ def test_a_per_target_network_without_all_targets_is_a_config_error(tmp_path, da
     assert "needs data.all_targets: true" in capsys.readouterr().err
 
 
+def test_a_histogram_standardised_run_exports_a_bundle_that_carries_its_reference_and_translates(tmp_path, data_root):
+    config = tiny_config(data_root, data={"standardise": "histogram-matching"}, model={"zero_init_output": True})
+    config["model"]["network"]["residual"] = True
+    run = tmp_path / "run"
+    train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
+    bundle = export_run(run, tmp_path / "bundle", keep_all_pairs=True, device="cpu")
+    assert bundle.metadata["input_standardisation"] == "histogram_matching"
+    reference = load_bundle(tmp_path / "bundle").load_weights("standardisation.safetensors")
+    assert set(reference) >= {"MR_T1", "MR_T2"} and reference["MR_T2"].shape == (201,)
+    source = sitk.ReadImage(str(data_root / "case2" / "t1.nii.gz"))
+    result = translate_image(source, "MR_T1", "MR_T2", model=bundle.path, device="cpu")
+    assert result.image.GetSize() == source.GetSize() and result.image.GetSpacing() == source.GetSpacing()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"standardise": "identity"}, "must name a histogram_matching bundle"),
+        ({"standardise": "histogram-matching", "all_targets": True}, "cannot be combined with data.all_targets"),
+    ],
+)
+def test_a_bad_standardisation_is_a_config_error(tmp_path, data_root, capsys, data, message):
+    config = tiny_config(data_root, data=data)
+    with pytest.raises(SystemExit):
+        train_main(["train", write_config(tmp_path, config), "--run-dir", str(tmp_path / "run"), "--device", "cpu"])
+    assert message in capsys.readouterr().err
+
+
 def test_export_refuses_an_existing_folder_and_a_run_without_held_out_cases(tmp_path, data_root):
     config = tiny_config(data_root)
     config["train"]["steps"] = 1

@@ -16,6 +16,8 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       val_cases: [TCGA-DU-7294]    # or val_fraction: 0.2 (last cases by sorted id)
       augment: true                # or overrides of dataset.AUGMENT_DEFAULTS
       all_targets: false           # also yield every modality of the case ("targets", "available")
+      standardise: histogram-matching   # optional: histogram-match each source onto its target's reference
+                                   # quantiles in that histogram_matching bundle (unet input_standardisation)
       repeats: 8                   # visits per case per epoch (val_repeats: 4 for the validation patches)
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import SimpleITK as sitk
 import yaml
 
@@ -36,7 +39,15 @@ from MedTransCore.errors import InputError
 from .dataset import paired_patch_dataset, resolve_pairs
 from .layouts import CaseRecord, discover_cases, read_manifest
 
-__all__ = ["CaseLoader", "PhantomLoader", "build_datasets", "case_loaders", "cases_from_spec", "resolve_pairs"]
+__all__ = [
+    "CaseLoader",
+    "PhantomLoader",
+    "build_datasets",
+    "case_loaders",
+    "cases_from_spec",
+    "resolve_pairs",
+    "standardisation_reference",
+]
 
 
 @dataclass
@@ -128,6 +139,21 @@ def case_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Any]]:
     return [(r.case, CaseLoader(r, modalities)) for r in records if r.split == split]
 
 
+def standardisation_reference(data: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Reference quantiles per modality of ``data.standardise`` (a ``histogram_matching`` bundle name or folder),
+    or ``None`` when the config has none."""
+    name = data.get("standardise")
+    if not name:
+        return None
+    from MedTransCore.bundles import find_bundle
+
+    bundle = find_bundle(name)
+    if bundle.family != "histogram_matching":
+        raise InputError(f"data.standardise must name a histogram_matching bundle, {name!r} is {bundle.family}")
+    weights = bundle.load_weights("histograms.safetensors")
+    return {key: value.double().numpy() for key, value in weights.items()}
+
+
 def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 1) -> tuple[Any, Any | None]:
     """Train and validation datasets of random paired patches (validation: no augmentation, or ``None``).
 
@@ -143,6 +169,7 @@ def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 
         "patch": data.get("patch", [64, 64, 64]),
         "cache_workers": cache_workers,
         "all_targets": bool(data.get("all_targets", False)),
+        "standardise": standardisation_reference(data),
     }
     train_items = [{"case": c, "load": load} for c, load in case_loaders(data, "train")]
     if not train_items:

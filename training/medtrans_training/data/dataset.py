@@ -29,6 +29,7 @@ from monai.transforms import (
 
 from MedTransCore.errors import InputError
 from MedTransCore.modalities import get_modality, normalisation_params, normalise
+from MedTransCore.models.baselines import match_quantiles, volume_quantiles
 from MedTransCore.preprocess import body_mask, resample_like, resample_to_spacing
 
 # Normalised value of "nothing" (air / no MR signal), as in MedTransCore.translate.
@@ -150,6 +151,26 @@ class RandPaird(Randomizable, Transform):
         }
 
 
+class HistogramStandardised(Transform):
+    """Histogram-match the item's whole source volume onto the reference quantiles of its target modality.
+
+    The training side of a ``unet`` bundle's ``input_standardisation``: the same
+    :func:`~MedTransCore.models.baselines.match_quantiles` on the same in-body quantiles (here of the case's body
+    mask on the model grid) as ``UNetTranslator`` applies at inference, before any crop.
+    """
+
+    def __init__(self, reference: dict[str, np.ndarray]) -> None:
+        self.reference = reference
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        if item["target_key"] not in self.reference:
+            raise InputError(f"the standardisation reference has no quantiles for {item['target_key']}")
+        source = item["source"].numpy().astype(np.float64)
+        quantiles = volume_quantiles(source, item["mask"].numpy() > 0)
+        mapped = match_quantiles(source, quantiles, self.reference[item["target_key"]])
+        return {**item, "source": torch.from_numpy(mapped.astype(np.float32))}
+
+
 class RandBodyCropd(Randomizable, MapTransform):
     """A random patch centred inside the body 3 times in 4 (one dict out, unlike MONAI's list of samples)."""
 
@@ -251,6 +272,7 @@ def paired_patch_dataset(
     cache_workers: int = 1,
     seed: int = 0,
     all_targets: bool = False,
+    standardise: dict[str, np.ndarray] | None = None,
 ) -> RepeatDataset:
     """A cached dataset of random paired patches.
 
@@ -265,13 +287,18 @@ def paired_patch_dataset(
         cache_workers: threads that load cases into the cache.
         seed: seed of the random transforms.
         all_targets: add every modality of the case (``"targets"``, ``"available"``; see :class:`RandPaird`).
+        standardise: reference quantiles per modality: histogram-match each source onto its target's
+            (:class:`HistogramStandardised`).
     """
     if len(patch) != 3 or min(patch) < 1:
         raise InputError(f"data.patch must be three positive ints (x, y, z), got {patch}")
+    if standardise is not None and all_targets:
+        raise InputError("data.standardise depends on the target, so it cannot be combined with data.all_targets")
     transform = Compose(
         [
             LoadCased(spacing),
             RandPaird(pairs, modalities, all_targets),
+            *([HistogramStandardised(standardise)] if standardise is not None else []),
             *patch_transforms(tuple(patch[::-1]), augment, all_targets),
             AsPlainTensorsd(),
         ]

@@ -10,6 +10,9 @@ Config (``model`` section)::
       discriminator: {channels: 16, num_layers_d: 3}
       optim: {generator: {lr: 2e-4}, discriminator: {lr: 2e-4, betas: [0.5, 0.999]}}
 
+With ``data.standardise: histogram-matching`` (a ``histogram_matching`` bundle) the network learns to refine the
+histogram-matched source; the bundle gets ``input_standardisation`` and a copy of the reference quantiles.
+
 ``num_modalities`` of the network comes from ``data.modalities``. The generator is
 ``MedTransCore.models.unet.build_unet_network``, so a bundle rebuilds exactly what was trained.
 """
@@ -25,8 +28,9 @@ from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
 from MedTransCore.errors import InputError
-from MedTransCore.models.unet import build_unet_network
+from MedTransCore.models.unet import STANDARDISATION_FILE, build_unet_network
 
+from ..data import standardisation_reference
 from .base import Stage
 
 LOSS_DEFAULTS = {"body_weight": 4.0, "gan": 0.0}
@@ -155,10 +159,19 @@ class UNetStage(Stage):
         }
 
     def bundle_weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"model.safetensors": self.eval_net("generator").state_dict()}
+        weights = {"model.safetensors": self.eval_net("generator").state_dict()}
+        reference = standardisation_reference(self.config["data"])
+        if reference is not None:  # the bundle carries its own copy: it must not depend on another bundle
+            weights[STANDARDISATION_FILE] = {key: torch.from_numpy(value) for key, value in reference.items()}
+        return weights
 
     def bundle_fields(self) -> dict[str, Any]:
-        return {"network": dict(self.network_config), "sampler": None}
+        standardised = self.config["data"].get("standardise")
+        return {
+            "network": dict(self.network_config),
+            "sampler": None,
+            "input_standardisation": "histogram_matching" if standardised else None,
+        }
 
 
 STAGE = UNetStage
