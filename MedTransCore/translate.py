@@ -1,7 +1,8 @@
 """Translation orchestration, shared by the CLI, the Slicer logic and the browser front end.
 
 image (any grid) -> body mask -> normalise -> resample to the model's spacing -> sliding windows over the
-model's grid -> back onto the source grid -> de-normalise. Device choice, progress, cancellation, the memory
+model's grid -> back onto the source grid -> de-normalise. A model that refines a voxel-wise base
+(``Translator.pointwise_base``) gets that base at the source's resolution plus its resampled correction. Device choice, progress, cancellation, the memory
 guard, plausibility warnings and seeds live here so every front end behaves the same.
 """
 
@@ -173,7 +174,17 @@ def translate_image(
 
     target_params = source_params if target_modality == source_modality else default_params(target_modality)
     stack = np.stack(outputs)
-    result = _on_source_grid(denormalise(stack.mean(axis=0), target_params), model_image, image)
+    mean = stack.mean(axis=0)
+    base_on_model = translator.pointwise_base(sitk.GetArrayFromImage(model_image), target_modality)
+    if base_on_model is None:
+        result = _on_source_grid(denormalise(mean, target_params), model_image, image)
+    else:
+        # Keep the source's resolution: the base at full resolution plus the model's (smooth) correction.
+        correction = _on_source_grid(mean - base_on_model, model_image, image, default_value=0.0)
+        base = translator.pointwise_base(sitk.GetArrayFromImage(normalised), target_modality)
+        refined = sitk.GetImageFromArray(denormalise(base + sitk.GetArrayFromImage(correction), target_params))
+        refined.CopyInformation(image)
+        result = sitk.Cast(refined, sitk.sitkFloat32)
     std_image = None
     if uncertainty_samples:
         std = stack.std(axis=0) * (target_params["high"] - target_params["low"]) / 2.0

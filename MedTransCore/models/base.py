@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from ..bundles import Bundle
@@ -65,6 +66,22 @@ class Translator(ABC):
 
         Families that need volume-level statistics (histogram matching) override it; the default does nothing.
         """
+
+    def pointwise_base(self, source: np.ndarray, target_modality: str) -> np.ndarray | None:
+        """A voxel-wise map of the normalised source into the target's intensities that the model refines, if any.
+
+        When a family has one (a histogram-standardised residual ``unet``), ``translate_image`` keeps the
+        source's own resolution: the result on the source grid is this base computed there plus the model's
+        correction (its output minus the base on the model grid) resampled. Call after :meth:`prepare`.
+
+        Args:
+            source: normalised source intensities, any shape, on any grid.
+            target_modality: registry key of the target.
+
+        Returns:
+            float64 array of ``source``'s shape, or ``None`` (the default: the output is resampled as is).
+        """
+        return None
 
     def bytes_per_window_voxel(self) -> float:
         """Rough peak memory per voxel of one window, for the memory guard (override for big networks)."""

@@ -284,13 +284,22 @@ class UNetTranslator(Translator):
         if self.standardisation:
             self._source_quantiles = volume_quantiles(source.cpu().double().numpy(), mask.cpu().numpy())
 
+    def pointwise_base(self, source: np.ndarray, target_modality: str) -> np.ndarray | None:
+        # Residual + standardised: output = matched source + correction, so the matched source is the base.
+        if not (self.standardisation and self.network.residual):
+            return None
+        return self._matched(source, target_modality)
+
+    def _matched(self, source: np.ndarray, target_modality: str) -> np.ndarray:
+        if self._source_quantiles is None:
+            raise RuntimeError("prepare() must see the whole volume before windows are translated")
+        return match_quantiles(np.asarray(source, np.float64), self._source_quantiles, self.reference[target_modality])
+
     def standardise(self, source: torch.Tensor, target_modality: str) -> torch.Tensor:
         """The network's input: the source itself, or histogram-matched to the target's reference quantiles."""
         if not self.standardisation:
             return source
-        if self._source_quantiles is None:
-            raise RuntimeError("prepare() must see the whole volume before windows are translated")
-        mapped = match_quantiles(source.cpu().double().numpy(), self._source_quantiles, self.reference[target_modality])
+        mapped = self._matched(source.cpu().double().numpy(), target_modality)
         return torch.from_numpy(mapped).to(source.device, source.dtype)
 
     def bytes_per_window_voxel(self) -> float:

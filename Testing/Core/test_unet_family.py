@@ -75,22 +75,38 @@ def test_a_unet_translator_loads_its_bundle_and_translates_a_window_as_the_netwo
         translator.translate(x, "CT", "MR_T1")
 
 
-def test_a_histogram_standardised_residual_unet_starts_exactly_at_the_histogram_matching_baseline(tmp_path):
-    # Zero output layer + residual: the network adds nothing, so the result is the histogram-matched source.
+def _zero_correction_standardised_bundle(path):
+    """A histogram-standardised residual unet whose network adds nothing (zero output layer)."""
     config = {**TINY, "residual": True}
     network = build_unet_network(**config)
     torch.nn.init.zeros_(network.backbone[-1].weight)
     torch.nn.init.zeros_(network.backbone[-1].bias)
-    baseline = find_bundle("histogram-matching")
-    reference = baseline.load_weights("histograms.safetensors")
-    bundle = tiny_unet_bundle(tmp_path / "hm-unet", network, config, {k: reference[k] for k in ("CT", "CBCT")})
+    reference = find_bundle("histogram-matching").load_weights("histograms.safetensors")
+    return tiny_unet_bundle(path, network, config, {k: reference[k] for k in ("CT", "CBCT")})
+
+
+def test_a_histogram_standardised_residual_unet_starts_exactly_at_the_histogram_matching_baseline(tmp_path):
+    bundle = _zero_correction_standardised_bundle(tmp_path / "hm-unet")
     case = generate_phantom("head", 3, (40, 40, 32), (2.0, 2.0, 2.0), modalities=["CBCT"])  # the bundle's spacing
     ours = translate_image(case.images["CBCT"], "CBCT", "CT", model=bundle.path, device="cpu")
-    theirs = translate_image(case.images["CBCT"], "CBCT", "CT", model=baseline.path, device="cpu")
+    theirs = translate_image(case.images["CBCT"], "CBCT", "CT", model="histogram-matching", device="cpu")
     assert ours.bundle.metadata["input_standardisation"] == "histogram_matching"
     a, b = (sitk.GetArrayFromImage(r.image).astype(np.float64) for r in (ours, theirs))
     np.testing.assert_allclose(a, b, atol=0.5)  # HU; the network runs in float32
     assert np.abs(a - sitk.GetArrayFromImage(case.images["CBCT"])).mean() > 5.0  # and it did change the CBCT
+
+
+def test_a_standardised_residual_unet_keeps_the_source_resolution_on_a_finer_grid_than_its_own(tmp_path):
+    # The bundle works at 2 mm, the source is 1.5 mm: resampling the output there and back would blur it, so the
+    # result would no longer be a voxel-wise function of the source. With no correction it must be exactly one.
+    bundle = _zero_correction_standardised_bundle(tmp_path / "hm-unet")
+    case = generate_phantom("head", 3, (48, 48, 40), (1.5, 1.5, 1.5), modalities=["CBCT"])
+    result = translate_image(case.images["CBCT"], "CBCT", "CT", model=bundle.path, device="cpu")
+    source = sitk.GetArrayFromImage(case.images["CBCT"]).ravel()
+    output = sitk.GetArrayFromImage(result.image).ravel().astype(np.float64)
+    order = np.argsort(source, kind="stable")
+    assert np.all(np.diff(output[order]) >= -1e-3), "the output is not a monotone voxel-wise map of the source"
+    assert np.abs(output - source).mean() > 5.0
 
 
 def test_a_unet_bundle_with_an_unknown_standardisation_is_a_bundle_error(tmp_path):
