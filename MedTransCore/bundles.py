@@ -220,8 +220,10 @@ def find_bundle(name_or_dir: str | Path) -> Bundle:
     raise BundleError(f"no model named {str(name_or_dir)!r}; installed: {names}")
 
 
-def _family_rank(bundle: Bundle) -> int:
-    return FAMILY_PRIORITY.index(bundle.family) if bundle.family in FAMILY_PRIORITY else len(FAMILY_PRIORITY)
+def _default_rank(bundle: Bundle) -> tuple[int, int, str]:
+    """Sort key of the default choice: family priority, then the specialist (fewest pairs), then the name."""
+    family = FAMILY_PRIORITY.index(bundle.family) if bundle.family in FAMILY_PRIORITY else len(FAMILY_PRIORITY)
+    return family, len(bundle.pairs), bundle.name
 
 
 def select_bundle(source_modality: str, target_modality: str, model: str | Path | None = None) -> Bundle:
@@ -241,4 +243,4 @@ def select_bundle(source_modality: str, target_modality: str, model: str | Path 
     candidates = [b for b in installed_bundles() if b.supports(source_modality, target_modality)]
     if not candidates:
         raise InputError(f"no installed model supports {source_modality}->{target_modality}; see `medtrans models`")
-    return min(candidates, key=_family_rank)
+    return min(candidates, key=_default_rank)

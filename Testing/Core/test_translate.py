@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -55,6 +57,17 @@ def test_the_default_model_is_the_best_installed_for_the_pair():
     bundle = select_model("CBCT", "CT")
     assert bundle.supports("CBCT", "CT")
     assert bundle.family != "identity"  # a histogram-matching baseline or a trained model is preferred
+
+
+def test_within_a_family_the_default_is_the_specialist_with_the_fewest_pairs(isolated_user_models):
+    # Three identity-family bundles support CT->CT: the shipped one (every pair), "a-wide" (2 pairs) and
+    # "z-narrow" (that pair alone). Neither the name order nor the folder order decides: the specialist wins.
+    tiny_identity_bundle(isolated_user_models / "a-wide")
+    narrow = tiny_identity_bundle(isolated_user_models / "z-narrow")
+    metadata = json.loads((narrow.path / "metadata.json").read_text())
+    (narrow.path / "metadata.json").write_text(json.dumps({**metadata, "pairs": [["CT", "CT"]]}))
+    assert select_model("CT", "CT").name == "z-narrow"
+    assert select_model("CBCT", "CT").family != "identity"  # a better family still comes first
 
 
 def test_an_unsupported_pair_names_what_the_model_supports(tmp_path):
