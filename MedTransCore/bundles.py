@@ -20,8 +20,10 @@ from .errors import BundleError, InputError
 from .modalities import MODALITIES, get_modality
 
 SCHEMA_VERSION = 1
-# Preferred family when no model is named: trained models first, then the baselines.
-FAMILY_PRIORITY = ("aldm", "unet", "histogram_matching", "identity")
+# Preferred family when no model is named: trained models first, then the baselines. unet before aldm: on every
+# pair both shipped families list, the unet had the better held-out SSIM (MAE within 0.01), at a fraction of the
+# time; an ALDM bundle is used when named (--model) or when it is the only trained model for the pair.
+FAMILY_PRIORITY = ("unet", "aldm", "histogram_matching", "identity")
 SHIPPED_DIR = Path(__file__).parent / "models" / "bundles"
 # Fields every metadata.json must have, with their JSON types.
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
