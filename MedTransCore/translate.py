@@ -2,8 +2,9 @@
 
 image (any grid) -> body mask -> normalise -> resample to the model's spacing -> sliding windows over the
 model's grid -> back onto the source grid -> de-normalise. A model that refines a voxel-wise base
-(``Translator.pointwise_base``) gets that base at the source's resolution plus its resampled correction. Device choice, progress, cancellation, the memory
-guard, plausibility warnings and seeds live here so every front end behaves the same.
+(``Translator.pointwise_base``) gets that base at the source's resolution plus its resampled correction.
+Device choice, progress, cancellation, the memory guard, plausibility warnings and seeds live here so every
+front end behaves the same.
 """
 
 from __future__ import annotations
