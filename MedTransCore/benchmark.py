@@ -181,18 +181,24 @@ def _memory_target_fields(peak_mb: float) -> dict[str, Any]:
     }
 
 
-def _timed_row(kind: str, bundle: Bundle, files: dict[str, Path], grid: Any, device: str, steps: int | None) -> dict:
-    """Translate the phantom ``files`` once with ``bundle`` in a fresh process; the row of its measurements."""
-    pair = _benchmark_pair(bundle)
+def _spec(bundle: Bundle, files: dict[str, Path], device: str, steps: int | None, output: Path | None = None) -> dict:
+    """What :func:`_worker` runs: the phantom source of ``files`` through ``bundle`` on its benchmark pair."""
+    source_modality, target_modality = _benchmark_pair(bundle)
     spec = {
         "source": str(files["source"]),
-        "source_modality": pair[0],
-        "target_modality": pair[1],
+        "source_modality": source_modality,
+        "target_modality": target_modality,
         "model": str(bundle.path),
         "steps": steps,
         "device": device,
     }
-    measured = _measure(spec)
+    return spec | ({"output": str(output)} if output is not None else {})
+
+
+def _timed_row(kind: str, bundle: Bundle, files: dict[str, Path], grid: Any, device: str, steps: int | None) -> dict:
+    """Translate the phantom ``files`` once with ``bundle`` in a fresh process; the row of its measurements."""
+    pair = _benchmark_pair(bundle)
+    measured = _measure(_spec(bundle, files, device, steps))
     gpu = {"peak_gpu_memory_mb": round(measured["peak_gpu_memory_mb"], 1)} if "peak_gpu_memory_mb" in measured else {}
     return {
         "kind": kind,
@@ -230,16 +236,7 @@ def _quality_rows(bundle: Bundle, files: dict[str, Path], grid: int, device: str
     for steps in steps_list:
         report(f"{bundle.name}: quality, {steps} steps at {grid}^3")
         output = files["source"].with_name(f"{bundle.name}-{grid}-{steps}.mha")
-        spec = {
-            "source": str(files["source"]),
-            "source_modality": source_modality,
-            "target_modality": target_modality,
-            "model": str(bundle.path),
-            "steps": steps,
-            "device": device,
-            "output": str(output),
-        }
-        measured = _measure(spec)
+        measured = _measure(_spec(bundle, files, device, steps, output))
         outputs[steps] = sitk.GetArrayFromImage(sitk.ReadImage(str(output))).astype(np.float64)
         rows.append({"steps": steps, "measured": measured})
     seconds_top = next(r["measured"]["seconds"] for r in rows if r["steps"] == top)
@@ -337,77 +334,3 @@ def run_benchmark(
     if progress is not None:
         progress(1.0, "benchmark done")
     return rows
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def _markdown(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return lines
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown tables of benchmark rows: speed and memory, then ALDM quality versus steps, then the targets."""
-    speed = [r for r in rows if r.get("kind", "speed") in ("speed", "memory")]
-    quality = [r for r in rows if r.get("kind") == "quality"]
-    lines = ["## Speed and memory per volume (whole pipeline, fresh process per row)", ""]
-    lines += _markdown(
-        speed,
-        ("family", "model", "pair", "grid", "steps", "device", "seconds", "cpu_seconds", "load_average")
-        + ("peak_memory_mb", "memory_delta_mb"),
-    )
-    lines.append(
-        "(cpu_seconds: CPU time of all threads; load_average: the machine's 1-minute load when the row started; "
-        "other processes competing for the cores inflate seconds)"
-    )
-    if quality:
-        lines += ["", "## ALDM quality versus DDIM steps (PSNR/SSIM in the body mask)", ""]
-        lines += _markdown(
-            quality,
-            (
-                "model",
-                "grid",
-                "steps",
-                "seconds",
-                "speedup_vs_200",
-                "psnr_vs_200",
-                "ssim_vs_200",
-                "psnr_vs_reference",
-                "ssim_vs_reference",
-                "default",
-            ),
-        )
-        for r in quality:
-            if r["default"]:
-                lines.append(
-                    f"- {r['model']}: the shipped default ({r['steps']} steps) is {r['speedup_vs_200']:.1f}x faster "
-                    f"than ALDM's DDIM {r['reference_steps']}, PSNR {_cell(r['psnr_vs_200'])} dB against it"
-                )
-        refs = {r["reference_steps"] for r in quality}
-        if refs != {200}:
-            lines.append(f"(the comparison reference here is {', '.join(map(str, sorted(refs)))} steps, not 200)")
-    lines += _target_lines(speed)
-    return "\n".join(lines) + "\n"
-
-
-def _target_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for r in rows:
-        where = f"- {r['model']} at {r['grid']}" + ("^3" if isinstance(r["grid"], int) else "") + f" on {r['device']}"
-        if r.get("target_seconds") is not None:
-            verdict = "met" if r["target_met"] else f"MISSED by {r['target_missed_by_s']:.1f} s"
-            lines.append(f"{where}: {r['seconds']:.1f} s (target {r['target_seconds']:.0f} s): {verdict}")
-        elif r.get("target_memory_mb") is not None:
-            verdict = "met" if r["target_met"] else f"MISSED by {r['target_missed_by_mb']:.0f} MB"
-            peak = f"{r['peak_memory_mb']:.0f} MB peak"
-            lines.append(f"{where}: {peak} (target {r['target_memory_mb']:.0f} MB): {verdict}")
-    return ["", "## Targets", "", *lines] if lines else []

@@ -51,8 +51,8 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from ..benchmark import format_table
     from ..benchmark import run_benchmark as benchmark
+    from ..benchmark_table import format_table
     from .progress import ProgressPrinter
 
     progress = ProgressPrinter("bar", "benchmark")

@@ -26,6 +26,11 @@ def inbody_quantiles(values: np.ndarray) -> np.ndarray:
     return np.quantile(np.asarray(values, dtype=np.float64), quantile_levels())
 
 
+def load_quantiles(bundle, filename: str = "histograms.safetensors") -> dict[str, np.ndarray]:
+    """Quantiles per modality key stored in a bundle's weight file, as float64 arrays."""
+    return {key: value.double().numpy() for key, value in bundle.load_weights(filename).items()}
+
+
 def volume_quantiles(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """:func:`inbody_quantiles` of ``volume`` inside ``mask`` (of the whole volume when the mask is empty)."""
     values = volume[mask]
@@ -74,7 +79,7 @@ class HistogramMatchingTranslator(Translator):
 
     def __init__(self, bundle, device="cpu") -> None:
         super().__init__(bundle, device)
-        self.reference = {k: v.double().numpy() for k, v in bundle.load_weights("histograms.safetensors").items()}
+        self.reference = load_quantiles(bundle)
         self._source_quantiles: np.ndarray | None = None
 
     def prepare(self, source, mask, source_modality, target_modality) -> None:

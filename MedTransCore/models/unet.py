@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import BundleError
 from .base import CancelFn, ProgressFn, Translator, check_cancel
-from .baselines import match_quantiles, volume_quantiles
+from .baselines import load_quantiles, match_quantiles, volume_quantiles
 
 ARCHITECTURES = ("unet", "basic_unet")
 CONDITIONINGS = ("film", "concat")
@@ -274,10 +274,7 @@ class UNetTranslator(Translator):
                 f"bundle {bundle.name!r}: unknown input_standardisation {self.standardisation!r}; "
                 f"known: {', '.join(map(str, STANDARDISATIONS))}"
             )
-        self.reference = {}
-        if self.standardisation:
-            weights = bundle.load_weights(STANDARDISATION_FILE)
-            self.reference = {key: value.double().numpy() for key, value in weights.items()}
+        self.reference = load_quantiles(bundle, STANDARDISATION_FILE) if self.standardisation else {}
         self._source_quantiles: np.ndarray | None = None
 
     def prepare(self, source: torch.Tensor, mask: torch.Tensor, source_modality: str, target_modality: str) -> None:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from MedTransCore.benchmark import format_table, run_benchmark
+from MedTransCore.benchmark import run_benchmark
+from MedTransCore.benchmark_table import format_table
 from MedTransCore.errors import InputError
 from Testing.Core.test_aldm_translator import tiny_aldm_bundle
 

@@ -146,12 +146,12 @@ def standardisation_reference(data: dict[str, Any]) -> dict[str, np.ndarray] | N
     if not name:
         return None
     from MedTransCore.bundles import find_bundle
+    from MedTransCore.models.baselines import load_quantiles
 
     bundle = find_bundle(name)
     if bundle.family != "histogram_matching":
         raise InputError(f"data.standardise must name a histogram_matching bundle, {name!r} is {bundle.family}")
-    weights = bundle.load_weights("histograms.safetensors")
-    return {key: value.double().numpy() for key, value in weights.items()}
+    return load_quantiles(bundle)
 
 
 def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 1) -> tuple[Any, Any | None]:
