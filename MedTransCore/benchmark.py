@@ -6,13 +6,15 @@ own: ``peak_memory_mb`` is its peak resident set (``getrusage`` ``ru_maxrss``, i
 ``memory_delta_mb`` the part added by the translation (peak minus the resident set just before it). The
 phantom is simulated at the bundle's spacing, so ``grid`` is the voxel grid the model really processes.
 
-For ``aldm`` bundles a quality table translates one phantom with 10, 20, 50 and 200 DDIM steps (ALDM's own
-default is DDIM 200) and compares each result with the 200-step one and with the phantom's real target
-(``MedTransCore.metrics.compute_metrics`` in the body mask), with the speed-up over 200 steps, all measured in
-the same run. A memory row per model translates a 256x256x160 volume (at the bundle's spacing, so the sliding
-windows really cover that grid). Targets: a 128^3 grid within 30 s on a CPU and 1 s on a CUDA GPU, the
-256x256x160 volume within 4 GB of peak memory; rows say by how much they miss. ``quick=True`` is a smoke run
-(a 16^3 grid, a 16x16x8 memory volume, 1 and 2 steps) for tests.
+For ``aldm`` bundles a quality table translates one phantom at 64^3 and at the 128^3 target grid with each
+sampler and step count of :data:`QUALITY_RUNS` (DDIM 5-200, DPM-Solver++ 3-20; ALDM's own default is DDIM 200)
+and compares each result with the DDIM-200 one and with the phantom's real target
+(``MedTransCore.metrics.compute_metrics`` in the body mask). Each row gives its speed-up over DDIM 200 (wall
+and CPU seconds, rows run one after the other) and its PSNR loss against the truth relative to DDIM 200's
+(``psnr_loss_db``, positive = worse). A memory row per model translates a 256x256x160 volume (at the bundle's
+spacing, so the sliding windows really cover that grid). Targets: a 128^3 grid within 30 s on a CPU and 1 s on
+a CUDA GPU, the 256x256x160 volume within 4 GB of peak memory; rows say by how much they miss. ``quick=True``
+is a smoke run (a 16^3 grid, a 16x16x8 memory volume, DDIM 1 and 2 steps, DPM-Solver++ 1 step) for tests.
 """
 
 from __future__ import annotations
@@ -42,10 +44,21 @@ TARGET_SECONDS = {"cpu": {128: 30.0}, "cuda": {128: 1.0}}
 MEMORY_SHAPE = (256, 256, 160)
 MEMORY_TARGET_MB = 4096.0
 QUICK_MEMORY_SHAPE = (16, 16, 8)
-QUALITY_STEPS = (10, 20, 50, 200)
-QUALITY_GRID = 64
+#: (sampler, steps) of the quality rows; the DDIM run with the most steps is the reference.
+QUALITY_RUNS = (
+    ("ddim", 5),
+    ("ddim", 10),
+    ("ddim", 20),
+    ("ddim", 50),
+    ("ddim", 200),
+    ("dpmpp", 3),
+    ("dpmpp", 5),
+    ("dpmpp", 10),
+    ("dpmpp", 20),
+)
+QUALITY_GRIDS = (64, 128)
 QUICK_GRID = 16
-QUICK_STEPS = (1, 2)
+QUICK_RUNS = (("ddim", 1), ("ddim", 2), ("dpmpp", 1))
 #: Phantom seed of the benchmark: outside the shipped models' training (0-47) and validation (1000-1003) seeds.
 PHANTOM_SEED = 4242
 #: Preferred benchmark pair of a bundle, first supported wins (else the bundle's first pair).
@@ -139,6 +152,7 @@ def _worker() -> None:
         spec["target_modality"],
         model=spec["model"],
         steps=spec["steps"],
+        sampler=spec.get("sampler"),
         seed=0,
         device=spec["device"],
     )
@@ -155,6 +169,7 @@ def _worker() -> None:
         "peak_memory_mb": peak,
         "memory_delta_mb": max(peak - before, 0.0),
         "steps": result.settings["steps"],
+        "sampler": result.settings.get("sampler"),
         "threads": torch.get_num_threads(),
     }
     if spec["device"] == "cuda":
@@ -181,7 +196,14 @@ def _memory_target_fields(peak_mb: float) -> dict[str, Any]:
     }
 
 
-def _spec(bundle: Bundle, files: dict[str, Path], device: str, steps: int | None, output: Path | None = None) -> dict:
+def _spec(
+    bundle: Bundle,
+    files: dict[str, Path],
+    device: str,
+    steps: int | None,
+    output: Path | None = None,
+    sampler: str | None = None,
+) -> dict:
     """What :func:`_worker` runs: the phantom source of ``files`` through ``bundle`` on its benchmark pair."""
     source_modality, target_modality = _benchmark_pair(bundle)
     spec = {
@@ -190,6 +212,7 @@ def _spec(bundle: Bundle, files: dict[str, Path], device: str, steps: int | None
         "target_modality": target_modality,
         "model": str(bundle.path),
         "steps": steps,
+        "sampler": sampler,
         "device": device,
     }
     return spec | ({"output": str(output)} if output is not None else {})
@@ -207,6 +230,7 @@ def _timed_row(kind: str, bundle: Bundle, files: dict[str, Path], grid: Any, dev
         "pair": f"{pair[0]}->{pair[1]}",
         "grid": grid,
         "steps": measured["steps"],
+        "sampler": measured.get("sampler"),
         "device": device,
         "seconds": round(measured["seconds"], 3),
         "cpu_seconds": round(measured["cpu_seconds"], 3),
@@ -223,28 +247,46 @@ def _finite(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _quality_rows(bundle: Bundle, files: dict[str, Path], grid: int, device: str, steps_list: Sequence[int], report):
+def _bundle_default_run(bundle: Bundle) -> tuple[str, int] | None:
+    sampler = bundle.metadata.get("sampler") or {}
+    steps = sampler.get("default_steps")
+    return (sampler.get("scheduler", "ddim"), int(steps)) if steps else None
+
+
+def _quality_rows(
+    bundle: Bundle, files: dict[str, Path], grid: int, device: str, runs: Sequence[tuple[str, int]], report
+) -> list[dict[str, Any]]:
+    """Translate the phantom ``files`` once per ``(sampler, steps)`` run; rows of quality and speed-up.
+
+    The reference is the DDIM run with the most steps (DDIM 200 in a full run); the bundle's default run is
+    added when missing.
+
+    Raises:
+        ValueError: ``runs`` has no DDIM run (nothing to compare with).
+    """
     from .metrics import compute_metrics
 
     source_modality, target_modality = _benchmark_pair(bundle)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(files["mask"]))) > 0
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(files["reference"]))).astype(np.float64)
-    default = bundle.metadata.get("sampler", {}).get("default_steps")
-    steps_list = sorted({*steps_list, *([default] if default else [])})
-    top = max(steps_list)
-    outputs, rows = {}, []
-    for steps in steps_list:
-        report(f"{bundle.name}: quality, {steps} steps at {grid}^3")
-        output = files["source"].with_name(f"{bundle.name}-{grid}-{steps}.mha")
-        measured = _measure(_spec(bundle, files, device, steps, output))
-        outputs[steps] = sitk.GetArrayFromImage(sitk.ReadImage(str(output))).astype(np.float64)
-        rows.append({"steps": steps, "measured": measured})
-    seconds_top = next(r["measured"]["seconds"] for r in rows if r["steps"] == top)
+    default = _bundle_default_run(bundle)
+    runs = sorted({*runs, *([default] if default else [])}, key=lambda r: (r[0] != "ddim", r[0], r[1]))
+    ddim = [r for r in runs if r[0] == "ddim"]
+    if not ddim:
+        raise ValueError("the quality runs need at least one ddim run: it is the reference")
+    top = max(ddim, key=lambda r: r[1])
+    outputs, measured = {}, {}
+    for sampler, steps in runs:
+        report(f"{bundle.name}: quality, {sampler} {steps} steps at {grid}^3")
+        output = files["source"].with_name(f"{bundle.name}-{grid}-{sampler}-{steps}.mha")
+        measured[sampler, steps] = _measure(_spec(bundle, files, device, steps, output, sampler=sampler))
+        outputs[sampler, steps] = sitk.GetArrayFromImage(sitk.ReadImage(str(output))).astype(np.float64)
+    top_vs_ref = compute_metrics(outputs[top], reference, target_modality, mask)
     table = []
-    for row in rows:
-        steps, measured = row["steps"], row["measured"]
-        vs_top = compute_metrics(outputs[steps], outputs[top], target_modality, mask)
-        vs_ref = compute_metrics(outputs[steps], reference, target_modality, mask)
+    for run in runs:
+        vs_top = compute_metrics(outputs[run], outputs[top], target_modality, mask)
+        vs_ref = compute_metrics(outputs[run], reference, target_modality, mask)
+        m = measured[run]
         table.append(
             {
                 "kind": "quality",
@@ -252,19 +294,27 @@ def _quality_rows(bundle: Bundle, files: dict[str, Path], grid: int, device: str
                 "model": bundle.name,
                 "pair": f"{source_modality}->{target_modality}",
                 "grid": grid,
-                "steps": steps,
+                "sampler": run[0],
+                "steps": run[1],
                 "device": device,
-                "seconds": round(measured["seconds"], 3),
-                "peak_memory_mb": round(measured["peak_memory_mb"], 1),
-                "memory_delta_mb": round(measured["memory_delta_mb"], 1),
-                "reference_steps": top,
+                "seconds": round(m["seconds"], 3),
+                "cpu_seconds": round(m["cpu_seconds"], 3),
+                "load_average": round(m["load_average"], 2),
+                "peak_memory_mb": round(m["peak_memory_mb"], 1),
+                "memory_delta_mb": round(m["memory_delta_mb"], 1),
+                "reference_sampler": top[0],
+                "reference_steps": top[1],
                 "psnr_vs_200": _finite(vs_top["PSNR"]),
                 "ssim_vs_200": _finite(vs_top["SSIM"]),
                 "psnr_vs_reference": _finite(vs_ref["PSNR"]),
                 "ssim_vs_reference": _finite(vs_ref["SSIM"]),
                 "mae_vs_reference": _finite(vs_ref["MAE"]),
-                "speedup_vs_200": round(seconds_top / measured["seconds"], 2),
-                "default": steps == default,
+                # Against the truth, relative to the reference run's own result: positive = this run is worse.
+                "psnr_loss_db": round(float(top_vs_ref["PSNR"] - vs_ref["PSNR"]), 3),
+                "ssim_loss": round(float(top_vs_ref["SSIM"] - vs_ref["SSIM"]), 4),
+                "speedup_vs_200": round(measured[top]["seconds"] / m["seconds"], 2),
+                "cpu_speedup_vs_200": round(measured[top]["cpu_seconds"] / max(m["cpu_seconds"], 1e-9), 2),
+                "default": run == default,
             }
         )
     return table
@@ -272,43 +322,55 @@ def _quality_rows(bundle: Bundle, files: dict[str, Path], grid: int, device: str
 
 def run_benchmark(
     *,
-    grids: Sequence[int] = (64, 96, 128),
+    grids: Sequence[int] | None = None,
     families: Sequence[str] | None = None,
     device: str = "cpu",
     quick: bool = False,
     progress: StageProgress | None = None,
     models: Sequence[str] | None = None,
-    quality_steps: Sequence[int] = QUALITY_STEPS,
+    memory: bool = True,
+    quality_grids: Sequence[int] | None = None,
+    quality_runs: Sequence[tuple[str, int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Time every selected model on phantoms of each grid; add ALDM's quality-versus-steps rows.
+    """Time every selected model on phantoms of each grid; add ALDM's quality rows per sampler and steps.
 
     Args:
-        grids: cube edges (voxels at the bundle's spacing) of the speed rows.
+        grids: cube edges (voxels at the bundle's spacing) of the speed rows (default 64, 96, 128; quick: 16).
         families: restrict to these families (default: every installed one).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        quick: a smoke run: one 16^3 grid, 1 step for diffusion speed rows, quality with 1 and 2 steps.
+        quick: a smoke run: a 16^3 grid, a 16x16x8 memory volume, 1 step for diffusion speed rows, quality
+            with DDIM 1 and 2 steps and DPM-Solver++ 1 step (explicit arguments still win).
         progress: called with ``(fraction, words)`` before each measurement.
         models: bundle names or folders to benchmark instead of every installed bundle.
-        quality_steps: DDIM steps of the quality rows (the largest is the comparison reference).
+        memory: add the memory row (a 256x256x160 volume) per model.
+        quality_grids: cube edges of the ``aldm`` quality rows (default :data:`QUALITY_GRIDS`; quick: 16).
+        quality_runs: ``(sampler, steps)`` of the quality rows (default :data:`QUALITY_RUNS`); the DDIM run
+            with the most steps is the reference.
 
     Returns:
         rows (JSON-serialisable dicts): ``kind`` (``"speed"``, ``"memory"`` or ``"quality"``), ``family``,
-        ``model``, ``pair``, ``grid`` (an edge, or ``"256x256x160"`` for memory rows), ``steps``, ``device``,
-        ``seconds``, ``peak_memory_mb``, ``memory_delta_mb``, target fields (speed, memory) or ``psnr_vs_200``, ``ssim_vs_200``, ``psnr_vs_reference``, ``ssim_vs_reference``,
-        ``speedup_vs_200`` (quality).
+        ``model``, ``pair``, ``grid`` (an edge, or ``"256x256x160"`` for memory rows), ``steps``, ``sampler``,
+        ``device``, ``seconds``, ``peak_memory_mb``, ``memory_delta_mb``, target fields (speed, memory) or
+        ``psnr_vs_200``, ``ssim_vs_200``, ``psnr_vs_reference``, ``ssim_vs_reference``, ``psnr_loss_db``,
+        ``speedup_vs_200`` and ``cpu_speedup_vs_200`` (quality).
     """
     device = _resolve_device(device)
     bundles = _selected_bundles(families, models)
-    if quick:
-        grids, quality_steps = (QUICK_GRID,), QUICK_STEPS
-    quality_grid = QUICK_GRID if quick else QUALITY_GRID
+    grids = tuple(grids) if grids is not None else ((QUICK_GRID,) if quick else (64, 96, 128))
+    quality_grids = tuple(quality_grids) if quality_grids is not None else ((QUICK_GRID,) if quick else QUALITY_GRIDS)
+    quality_runs = tuple(quality_runs) if quality_runs is not None else (QUICK_RUNS if quick else QUALITY_RUNS)
     stochastic = [b for b in bundles if b.family == "aldm"]
-    total = len(bundles) * (len(grids) + 1) + len(stochastic) * (len(quality_steps) + 1)
+    total = len(bundles) * (len(grids) + int(memory)) + len(stochastic) * len(quality_grids) * (len(quality_runs) + 1)
     done = 0
 
     def report(words: str) -> None:
         if progress is not None:
             progress(done / max(total, 1), words)
+
+    def quality_report(words: str) -> None:  # called once before each quality run
+        nonlocal done
+        report(words)
+        done += 1
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="medtrans-benchmark-") as tmp:
@@ -321,16 +383,21 @@ def run_benchmark(
                 row = _timed_row("speed", bundle, phantoms.get(int(grid), spacing, pair), int(grid), device, steps)
                 rows.append(row | _target_fields(int(grid), device, row["seconds"]))
                 done += 1
-            shape = QUICK_MEMORY_SHAPE if quick else MEMORY_SHAPE
-            label = "x".join(map(str, shape))
-            report(f"{bundle.name}: memory of a {label} volume on {device}")
-            row = _timed_row("memory", bundle, phantoms.get(shape, spacing, pair), label, device, steps)
-            rows.append(row | _memory_target_fields(row["peak_memory_mb"]))
-            done += 1
+            if memory:
+                shape = QUICK_MEMORY_SHAPE if quick else MEMORY_SHAPE
+                label = "x".join(map(str, shape))
+                report(f"{bundle.name}: memory of a {label} volume on {device}")
+                row = _timed_row("memory", bundle, phantoms.get(shape, spacing, pair), label, device, steps)
+                rows.append(row | _memory_target_fields(row["peak_memory_mb"]))
+                done += 1
             if bundle.family == "aldm":
-                files = phantoms.get(quality_grid, spacing, pair)
-                rows += _quality_rows(bundle, files, quality_grid, device, quality_steps, report)
-                done += len(quality_steps) + 1
+                for grid in quality_grids:
+                    files = phantoms.get(int(grid), spacing, pair)
+                    rows += _quality_rows(bundle, files, int(grid), device, quality_runs, quality_report)
+    if memory and not quick:  # the memory guard's estimate against the measured peak (its own table)
+        from .benchmark_memory import estimate_rows
+
+        rows += estimate_rows(bundles, device=device, progress=report)
     if progress is not None:
         progress(1.0, "benchmark done")
     return rows

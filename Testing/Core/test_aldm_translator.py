@@ -48,7 +48,7 @@ def tiny_aldm_bundle(directory: Path, network: dict | None = None, seed: int = 0
         "pairs": [[s, t] for s in modalities for t in modalities if s != t],
         "spacing": [12.0, 12.0, 12.0],
         "grid": None,
-        "normalisation": {},
+        "normalisation": {"scheme": "MedTransCore.modalities"},
         "sampler": {"scheduler": "ddim", "default_steps": default_steps, "scale_factor": 1.5},
         "network": network,
         "training": {},

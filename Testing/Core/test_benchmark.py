@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from MedTransCore.benchmark import run_benchmark
+from MedTransCore.benchmark import QUALITY_GRIDS, QUALITY_RUNS, run_benchmark
 from MedTransCore.benchmark_table import format_table
 from MedTransCore.errors import InputError
 from Testing.Core.test_aldm_translator import tiny_aldm_bundle
 
 SPEED_KEYS = {"kind", "family", "model", "grid", "steps", "device", "seconds", "peak_memory_mb", "memory_delta_mb"}
 QUALITY_KEYS = SPEED_KEYS | {"psnr_vs_200", "ssim_vs_200", "psnr_vs_reference", "ssim_vs_reference", "speedup_vs_200"}
+QUALITY_KEYS |= {"sampler", "psnr_loss_db", "cpu_speedup_vs_200"}
 
 
 @pytest.mark.slow
@@ -23,21 +24,66 @@ def test_a_quick_benchmark_gives_speed_memory_and_quality_rows_a_json_list_and_a
     speed = [r for r in rows if r["kind"] == "speed"]
     memory = [r for r in rows if r["kind"] == "memory"]
     quality = [r for r in rows if r["kind"] == "quality"]
-    assert [r["kind"] for r in rows] == ["speed", "memory", "quality", "quality"]
+    assert [r["kind"] for r in rows] == ["speed", "memory", "quality", "quality", "quality"]
     assert memory[0]["grid"] == "16x16x8" and memory[0]["target_memory_mb"] == 4096.0 and memory[0]["target_met"]
     assert len(speed) == 1 and speed[0]["grid"] == 16 and speed[0]["steps"] == 1 and speed[0]["device"] == "cpu"
     assert SPEED_KEYS <= set(speed[0]) and speed[0]["seconds"] > 0 and speed[0]["peak_memory_mb"] > 0
-    assert [r["steps"] for r in quality] == [1, 2]
+    assert [(r["sampler"], r["steps"]) for r in quality] == [("ddim", 1), ("ddim", 2), ("dpmpp", 1)]
     assert all(QUALITY_KEYS <= set(r) for r in quality)
-    top = quality[-1]
+    top = quality[1]
     assert top["psnr_vs_200"] is None and top["speedup_vs_200"] == 1.0 and top["default"]  # itself: identical
+    assert top["psnr_loss_db"] == 0.0 and top["reference_sampler"] == "ddim"
     assert quality[0]["psnr_vs_reference"] is not None
+    # One step of either solver is the same x0 prediction from the same noise: the same image, at any grid.
+    assert quality[2]["psnr_vs_reference"] == pytest.approx(quality[0]["psnr_vs_reference"], abs=0.01)
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert json.loads(json.dumps(rows)) == rows
     table = format_table(rows)
     assert "## Speed and memory" in table and "## ALDM quality" in table and "tiny-aldm" in table
-    assert "reference here is 2 steps" in table
+    assert "reference here is 2 steps" in table and "| dpmpp | 1 |" in table
+    assert "tiny-aldm at 16^3: fastest within 0.3 dB of ddim 2 against the truth" in table
     assert "tiny-aldm at 16x16x8 on cpu" in table and "(target 4096 MB): met" in table
+
+
+@pytest.mark.slow
+def test_the_quality_rows_cover_the_128_grid_with_speed_up_and_psnr_loss_per_sampler(isolated_user_models):
+    assert 128 in QUALITY_GRIDS and ("ddim", 200) in QUALITY_RUNS and any(s == "dpmpp" for s, _ in QUALITY_RUNS)
+    bundle = tiny_aldm_bundle(isolated_user_models / "tiny-aldm", default_steps=2)
+    rows = run_benchmark(quick=True, models=[str(bundle.path)], grids=(), memory=False, quality_grids=(128,))
+    assert {r["kind"] for r in rows} == {"quality"} and {r["grid"] for r in rows} == {128}
+    by_run = {(r["sampler"], r["steps"]): r for r in rows}
+    assert set(by_run) == {("ddim", 1), ("ddim", 2), ("dpmpp", 1)}
+    for r in rows:
+        assert r["speedup_vs_200"] > 0 and r["cpu_speedup_vs_200"] > 0 and r["psnr_loss_db"] is not None
+    table = format_table(rows)
+    assert "tiny-aldm at 128^3: the default (ddim 2)" in table and "| 128 | dpmpp | 1 |" in table
+
+
+def test_quality_runs_without_a_ddim_reference_are_refused_before_any_measurement(isolated_user_models):
+    bundle = tiny_aldm_bundle(isolated_user_models / "tiny-aldm", default_steps=None)
+    with pytest.raises(ValueError, match="ddim run"):
+        run_benchmark(
+            models=[str(bundle.path)], grids=(), memory=False, quality_grids=(8,), quality_runs=[("dpmpp", 1)]
+        )
+
+
+def test_the_quality_table_names_the_fastest_run_within_0_3_db_and_the_10x_target():
+    base = {"kind": "quality", "model": "m", "grid": 128, "reference_sampler": "ddim", "reference_steps": 200}
+    rows = [
+        base | {"sampler": "ddim", "steps": 200, "speedup_vs_200": 1.0, "cpu_speedup_vs_200": 1.0, "psnr_loss_db": 0.0},
+        base | {"sampler": "ddim", "steps": 10, "speedup_vs_200": 8.4, "psnr_loss_db": 0.1, "default": True},
+        base
+        | {"sampler": "dpmpp", "steps": 5, "speedup_vs_200": 12.5, "cpu_speedup_vs_200": 13.0, "psnr_loss_db": 0.2},
+        base | {"sampler": "dpmpp", "steps": 3, "speedup_vs_200": 16.0, "psnr_loss_db": 0.9},
+    ]
+    rows[1] |= {"psnr_vs_200": 24.3, "cpu_speedup_vs_200": 9.0}
+    table = format_table(rows)
+    assert "m at 128^3: fastest within 0.3 dB of ddim 200 against the truth: dpmpp 5, 12.5x wall" in table
+    assert "(target 10x: met)" in table
+    assert "m at 128^3: the default (ddim 10) is 8.4x faster than ddim 200, PSNR 24.3 dB against it" in table
+    rows[2]["psnr_loss_db"] = 0.5
+    assert "fastest within 0.3 dB of ddim 200 against the truth: ddim 10, 8.4x wall / 9.0x CPU" in format_table(rows)
+    assert "(target 10x: MISSED)" in format_table(rows)
 
 
 def test_an_empty_selection_is_an_input_error():

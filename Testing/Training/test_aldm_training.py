@@ -13,6 +13,7 @@ from medtrans_training.cli import main as train_main
 from medtrans_training.config import load_config
 from medtrans_training.export import export_run
 from medtrans_training.stages.aldm_autoencoder import AutoencoderStage, LatentCache
+from medtrans_training.stages.aldm_diffusion import DiffusionStage
 from medtrans_training.stages.aldm_spade import SPADEStage
 from MedTransCore.bundles import load_bundle
 from MedTransCore.phantoms import generate_phantom
@@ -31,7 +32,10 @@ def test_the_three_stages_train_in_turn_and_export_one_bundle_that_translates(tm
     ae, spade, diffusion = tmp_path / "ae", tmp_path / "spade", tmp_path / "diffusion"
     train("aldm_tiny_autoencoder.yaml", ae)
     train("aldm_tiny_spade.yaml", spade, f"model.autoencoder_run={ae}")
-    train("aldm_tiny_diffusion.yaml", diffusion, f"model.autoencoder_run={ae}", f"model.spade_run={spade}")
+    paths = (f"model.autoencoder_run={ae}", f"model.spade_run={spade}")
+    train(
+        "aldm_tiny_diffusion.yaml", diffusion, *paths, "model.network.conditioning=film", "model.default_sampler=dpmpp"
+    )
     logs = [json.loads(line) for line in (diffusion / "metrics.jsonl").read_text().splitlines()]
     assert {"val_mse", "val_mae_body"} <= set(next(r for r in logs if r["split"] == "val"))
     scale = float(torch.load(diffusion / "checkpoint.pt", weights_only=True)["modules"]["latent_scale"]["value"])
@@ -47,16 +51,17 @@ def test_the_three_stages_train_in_turn_and_export_one_bundle_that_translates(tm
     assert set(bundle.metadata["weights"]) == {"autoencoder.safetensors", "spade.safetensors", "diffusion.safetensors"}
     sampler = bundle.metadata["sampler"]
     assert sampler["scale_factor"] == pytest.approx(scale) and sampler["clip_sample"] is False
-    assert sampler["default_steps"] == 2 and sampler["beta_start"] == 0.0015
+    assert sampler["default_steps"] == 2 and sampler["beta_start"] == 0.0015 and sampler["scheduler"] == "dpmpp"
     network = bundle.metadata["network"]
     assert network["modalities"] == ["CT", "MR_T1"] and network["autoencoder"]["kind"] == "vq"
-    assert network["diffusion"]["conditioning"] == "both"
+    assert network["diffusion"]["conditioning"] == "film"
     stages = bundle.metadata["stages"]
     assert stages["aldm_autoencoder"]["steps"] == 2 and stages["aldm_spade"]["config"]["stage"] == "aldm_spade"
 
     case = generate_phantom("head", seed=7, shape=(16, 16, 16), spacing=(12.0, 12.0, 12.0), modalities=["CT"])
     result = translate_image(case.images["CT"], "CT", "MR_T1", model=str(bundle.path), device="cpu")
     assert result.image.GetSize() == (16, 16, 16) and result.settings["steps"] == 2
+    assert result.settings["sampler"] == "dpmpp"
     assert sitk.GetArrayFromImage(result.image).std() > 0
 
 
@@ -83,6 +88,13 @@ def test_the_latent_cache_encodes_an_unchanged_image_once_and_a_changed_one_agai
     uncached(torch.stack([a]), ["case0"], ["CT"])
     uncached(torch.stack([a]), ["case0"], ["CT"])
     assert calls[-2:] == [1, 1]
+
+
+def test_an_unknown_default_sampler_is_refused_before_any_run_is_loaded(tmp_path):
+    overrides = [f"model.autoencoder_run={tmp_path / 'ae'}", f"model.spade_run={tmp_path / 'spade'}"]
+    config = load_config(CONFIGS / "aldm_tiny_diffusion.yaml", [*overrides, "model.default_sampler=euler"])
+    with pytest.raises(ValueError, match="default_sampler must be one of"):
+        DiffusionStage(config)
 
 
 def test_a_later_stage_without_its_earlier_run_is_a_clear_error(tmp_path):

@@ -11,8 +11,9 @@ exactly the same modules.
 * MS-SPADE: see :mod:`MedTransCore.models.aldm.spade`.
 * diffusion: MONAI ``DiffusionModelUNet`` wrapped in :class:`ConditionedDiffusionUNet`, whose input is the
   noisy target latent, the source latent and SPADE(source latent) concatenated along channels (as in the
-  released ALDM code), conditioned on the target modality by a class embedding and/or cross-attention on its
-  one-hot vector.
+  released ALDM code), conditioned on the target modality by a class embedding (``"film"``, the default: also
+  a scale-shift of every resnet block's normalised activations, see :mod:`.film`; ``"class"``: added to the
+  time embedding only) and/or cross-attention on its one-hot vector.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import torch.nn.functional as F
 from monai.networks.nets import VQVAE, AutoencoderKL, DiffusionModelUNet
 from torch import nn
 
+from .film import add_scale_shift_norms
 from .spade import MSSPADE
 
 AUTOENCODER_KINDS = ("vq", "kl")
-CONDITIONING_MODES = ("class", "crossattn", "both")
+CONDITIONING_MODES = ("film", "class", "crossattn", "both")
+#: Modes that give the UNet a class embedding (``num_class_embeds``).
+_CLASS_MODES = ("film", "class", "both")
 # Defaults measured on a 2-core CPU: a 128^3 volume encodes in < 1 s and decodes in ~1 s with the VQ default.
 AUTOENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
     "vq": {
@@ -60,7 +64,9 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "num_res_blocks": 1,
     "norm_num_groups": 16,
     "num_head_channels": 16,
-    "conditioning": "class",
+    # "class" (the shipped phantom-head-aldm 0.1) only adds the label before a GroupNorm, which removes the
+    # part common to a group's channels; "film" also scales and shifts the normalised activations.
+    "conditioning": "film",
 }
 # Keywords the builders set themselves (a config may not override them).
 _FIXED_AUTOENCODER_KEYS = {"spatial_dims", "in_channels", "out_channels"}
@@ -199,8 +205,10 @@ class ConditionedDiffusionUNet(nn.Module):
     Args:
         unet: the MONAI ``DiffusionModelUNet`` with ``3 * latent_channels`` input channels.
         num_modalities: width of the target one-hot vector.
-        conditioning: ``"class"`` (class embedding added to the time embedding), ``"crossattn"`` (cross-attention
-            on the one-hot vector, as in the paper) or ``"both"``.
+        conditioning: ``"film"`` (class embedding added to the time embedding, which also scales and shifts
+            every resnet block's normalised activations), ``"class"`` (added to the time embedding only),
+            ``"crossattn"`` (cross-attention on the one-hot vector, as in the paper) or ``"both"`` (class and
+            cross-attention).
         divisor: latent sizes are padded to a multiple of this (the UNet's total down-sampling).
     """
 
@@ -233,7 +241,7 @@ class ConditionedDiffusionUNet(nn.Module):
         if any(pads):
             x = F.pad(x, pads, mode="replicate")
         kwargs: dict[str, torch.Tensor] = {}
-        if self.conditioning in ("class", "both"):
+        if self.conditioning in _CLASS_MODES:
             kwargs["class_labels"] = target_index.long()
         if self.conditioning in ("crossattn", "both"):
             kwargs["context"] = F.one_hot(target_index.long(), self.num_modalities).to(x.dtype)[:, None, :]
@@ -258,7 +266,7 @@ def build_diffusion_unet(*, latent_channels: int, num_modalities: int, **cfg: An
     conditioning = full.pop("conditioning")
     if conditioning not in CONDITIONING_MODES:
         raise ValueError(f"conditioning must be one of {CONDITIONING_MODES}, got {conditioning!r}")
-    if conditioning != "class" and not any(full["attention_levels"]):
+    if conditioning in ("crossattn", "both") and not any(full["attention_levels"]):
         raise ValueError("cross-attention conditioning needs at least one True entry in attention_levels")
     if latent_channels < 1 or num_modalities < 1:
         raise ValueError("latent_channels and num_modalities must be positive")
@@ -269,9 +277,11 @@ def build_diffusion_unet(*, latent_channels: int, num_modalities: int, **cfg: An
         out_channels=latent_channels,
         with_conditioning=crossattn,
         cross_attention_dim=num_modalities if crossattn else None,
-        num_class_embeds=num_modalities if conditioning in ("class", "both") else None,
+        num_class_embeds=num_modalities if conditioning in _CLASS_MODES else None,
         **full,
     )
+    if conditioning == "film":
+        add_scale_shift_norms(unet)
     divisor = 2 ** (len(full["channels"]) - 1)
     return ConditionedDiffusionUNet(unet, num_modalities, conditioning, divisor)
 

@@ -1,9 +1,9 @@
-"""The ``aldm`` family at inference: encode, MS-SPADE, DDIM in latent space, decode.
+"""The ``aldm`` family at inference: encode, MS-SPADE, DDIM or DPM-Solver++ in latent space, decode.
 
 Bundle layout: ``autoencoder.safetensors``, ``spade.safetensors`` and ``diffusion.safetensors``;
 ``metadata["network"]`` holds the exact keyword configs (see :func:`networks.build_networks`) and
-``metadata["sampler"]`` the schedule, ``default_steps`` and the latent ``scale_factor`` (1 / std of the
-training latents).
+``metadata["sampler"]`` the schedule, the default sampler (``scheduler``: ``"ddim"`` or ``"dpmpp"``),
+``default_steps`` and the latent ``scale_factor`` (1 / std of the training latents).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...bundles import Bundle
-from ...errors import BundleError
+from ...errors import BundleError, InputError
 from ..base import CancelFn, ProgressFn, Translator
 from .networks import build_networks
-from .sampler import SCHEDULE_DEFAULTS, build_scheduler, ddim_sample
+from .sampler import SAMPLERS, SCHEDULE_DEFAULTS, build_scheduler, sample
 
 WEIGHT_FILES = {
     "autoencoder": "autoencoder.safetensors",
@@ -63,6 +63,11 @@ class ALDMTranslator(Translator):
         if "scale_factor" not in sampler:
             raise BundleError(f"bundle {bundle.name!r}: sampler.scale_factor is missing")
         self.scale_factor = float(sampler["scale_factor"])
+        self.sampler = sampler.get("scheduler", "ddim")
+        if self.sampler not in SAMPLERS:
+            raise BundleError(
+                f"bundle {bundle.name!r}: sampler.scheduler must be one of {SAMPLERS}, got {self.sampler!r}"
+            )
         self.modalities = list(network["modalities"])
         for name, module in (("autoencoder", self.autoencoder), ("spade", self.spade), ("diffusion", self.diffusion)):
             _load(module, bundle, WEIGHT_FILES[name])
@@ -72,6 +77,16 @@ class ALDMTranslator(Translator):
 
     def bytes_per_window_voxel(self) -> float:
         return BYTES_PER_VOXEL
+
+    def use_sampler(self, sampler: str) -> None:
+        """Sample with ``sampler`` (one of :data:`~.sampler.SAMPLERS`) instead of the bundle's default.
+
+        Raises:
+            InputError: an unknown sampler name.
+        """
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; model {self.bundle.name!r} offers {', '.join(SAMPLERS)}")
+        self.sampler = sampler
 
     def translate(
         self,
@@ -102,12 +117,13 @@ class ALDMTranslator(Translator):
             z_like = self.spade(z_source, target_modality)
             report(0.1)
             target_index = torch.full((x.shape[0],), self.modalities.index(target_modality), device=self.device)
-            z = ddim_sample(
+            z = sample(
                 self.diffusion,
                 torch.cat([z_source, z_like], dim=1) * self.scale_factor,
                 target_index,
                 self.scheduler,
                 steps,
+                sampler=self.sampler,
                 seed=seed,
                 progress=lambda f: report(0.1 + 0.8 * f),
                 cancel=cancel,

@@ -198,6 +198,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "steps": int(checkpoint["step"]),
         "commands": record.get("commands", []),
+        "runs": record.get("runs", []),  # per command: start step, step reached, finished / stopped / interrupted
         "device": record.get("device", {}),
         "config": run_config(run_dir),
     }

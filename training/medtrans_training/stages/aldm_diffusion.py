@@ -5,9 +5,10 @@ Config (``model`` section)::
     model:
       autoencoder_run: runs/aldm_autoencoder
       spade_run: runs/aldm_spade
-      network: {channels: [32, 64, 64], conditioning: class}   # build_diffusion_unet keywords
+      network: {channels: [32, 64, 64], conditioning: film}    # build_diffusion_unet keywords
       scheduler: {}                    # overrides of MedTransCore.models.aldm.sampler.SCHEDULE_DEFAULTS
-      default_steps: 10                # DDIM steps a bundle uses by default (choose from the benchmark)
+      default_sampler: ddim            # the bundle's sampler: ddim or dpmpp (choose from the benchmark)
+      default_steps: 10                # sampler steps a bundle uses by default (choose from the benchmark)
       val_steps: 5                     # DDIM steps of the validation samples
       latent_cache: true
       latent_crop: 12                  # train on random crops of the latents (edge in latent voxels); null = whole
@@ -37,7 +38,7 @@ from MedTransCore.models.aldm.networks import (
     resolve_diffusion_config,
     resolve_spade_config,
 )
-from MedTransCore.models.aldm.sampler import SCHEDULE_DEFAULTS, build_scheduler, ddim_sample
+from MedTransCore.models.aldm.sampler import SAMPLERS, SCHEDULE_DEFAULTS, build_scheduler, ddim_sample
 from MedTransCore.models.aldm.translator import WEIGHT_FILES
 
 from .aldm_autoencoder import LatentCache, load_autoencoder, run_config, run_summary
@@ -64,6 +65,9 @@ class DiffusionStage(Stage):
         for key in ("autoencoder_run", "spade_run"):
             if not self.model_config.get(key):
                 raise ValueError(f"aldm_diffusion needs model.{key} (a finished run folder)")
+        self.default_sampler = self.model_config.get("default_sampler", "ddim")
+        if self.default_sampler not in SAMPLERS:
+            raise ValueError(f"model.default_sampler must be one of {SAMPLERS}, got {self.default_sampler!r}")
         self.autoencoder, self.autoencoder_config = load_autoencoder(self.model_config["autoencoder_run"], self.device)
         spade_run = run_config(self.model_config["spade_run"])
         if list(spade_run["data"]["modalities"]) != self.modalities:
@@ -178,7 +182,7 @@ class DiffusionStage(Stage):
                 "diffusion": dict(self.network_config),
             },
             "sampler": {
-                "scheduler": "ddim",
+                "scheduler": self.default_sampler,
                 **self.schedule,
                 "prediction_type": "epsilon",
                 "clip_sample": False,
