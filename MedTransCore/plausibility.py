@@ -18,12 +18,16 @@ CT_AIR_HU = -500.0
 MR_NEGATIVE_LIMIT = -100.0
 # The field of view may exceed the model's by this factor (sliding windows) before we warn.
 FOV_RATIO_LIMIT = 2.5
+# Below this many model voxels along an axis the model sees next to nothing (its output is then near constant).
+MIN_MODEL_VOXELS = 4
+# Intensity percentiles are taken on about this many voxels (a strided sample of large volumes).
+PERCENTILE_SAMPLE = 2**21
 
 
 def intensity_warnings(array: np.ndarray, modality: str) -> list[str]:
     """Warnings when the intensity range contradicts the declared modality."""
     m = get_modality(modality)
-    low, high = np.percentile(array, [0.5, 99.5])
+    low, high = np.percentile(_sample(array), [0.5, 99.5])
     if m.is_ct:
         if low > CT_AIR_HU:
             return [
@@ -39,6 +43,12 @@ def intensity_warnings(array: np.ndarray, modality: str) -> list[str]:
     return []
 
 
+def _sample(array: np.ndarray) -> np.ndarray:
+    """At most about ``PERCENTILE_SAMPLE`` evenly strided voxels: percentiles copy what they get."""
+    flat = array.reshape(-1)
+    return flat[:: max(1, flat.size // PERCENTILE_SAMPLE)]
+
+
 def dicom_warnings(dicom_modality: str | None, modality: str) -> list[str]:
     expected = get_modality(modality).dicom_modality
     if dicom_modality and dicom_modality.strip().upper() not in (expected, "OT"):
@@ -47,13 +57,27 @@ def dicom_warnings(dicom_modality: str | None, modality: str) -> list[str]:
 
 
 def field_of_view_warnings(size: tuple[int, ...], spacing: tuple[float, ...], bundle: Bundle) -> list[str]:
-    """Compare the physical extent (x, y, z in mm) with the model's field of view."""
+    """Compare the physical extent (x, y, z in mm) with the model's field of view, both ways.
+
+    Far larger than the field of view: anatomy the model never saw. Fewer than :data:`MIN_MODEL_VOXELS` of the
+    model's voxels along an axis (2x2x2 voxels, a 1e-4 mm spacing): the model sees next to nothing and its
+    output is close to constant.
+    """
     grid, model_spacing = bundle.metadata.get("grid"), bundle.metadata.get("spacing")
-    if not grid or not model_spacing:
-        return []
-    fov = bundle.metadata.get("field_of_view_mm") or [g * s for g, s in zip(grid, model_spacing)]
     extent = [n * s for n, s in zip(size, spacing)]
     warnings = []
+    if model_spacing:
+        small = [(axis, e, s) for axis, e, s in zip("xyz", extent, model_spacing) if e < MIN_MODEL_VOXELS * s]
+        if small:
+            where = ", ".join(f"{e:.3g} mm along {axis}" for axis, e, _ in small)
+            warnings.append(
+                f"the image is tiny for the model {bundle.name!r} ({where}; it works on {small[0][2]:g} mm voxels): "
+                f"the model sees fewer than {MIN_MODEL_VOXELS} of its voxels, so its output is close to constant; "
+                "check the spacing in the header"
+            )
+    if not grid or not model_spacing:
+        return warnings
+    fov = bundle.metadata.get("field_of_view_mm") or [g * s for g, s in zip(grid, model_spacing)]
     for axis, e, f in zip("xyz", extent, fov):
         if e > FOV_RATIO_LIMIT * f:
             warnings.append(

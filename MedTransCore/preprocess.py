@@ -1,7 +1,9 @@
 """Preprocessing steps between a read image and a model window, each with an exact inverse.
 
 * :func:`body_mask` - the patient's body (CT threshold or MR Otsu), for normalisation and metrics;
-* :func:`resample_to_spacing` / :func:`resample_like` - onto the model's spacing and back onto the source grid;
+* :func:`resample_to_spacing` / :func:`resample_like` - onto the model's spacing and back onto the source grid
+  (:func:`resampled_size` sizes the model grid before anything is allocated, for the memory guard);
+* :func:`affine_image` - normalisation on a SimpleITK image, without a float64 numpy copy;
 * :func:`crop_or_pad` / :func:`undo_crop_or_pad` / :func:`pad_to_multiple` - onto the model's grid and back;
 * :func:`sliding_window_positions` / :func:`run_sliding_windows` - volumes larger than the model's window,
   blended with MONAI's gaussian weights, with per-window progress and cancellation.
@@ -25,6 +27,8 @@ BODY_HU_THRESHOLD = -500.0
 # would otherwise pull Otsu above soft tissue).
 MR_BODY_FRACTION = 0.1
 MR_ROBUST_PERCENTILE = 99.5
+# Voxels per slab of the slab-wise steps (bounded temporaries for any volume).
+SLAB_VOXELS = 2**22
 _CROSS = ndimage.generate_binary_structure(3, 1)
 _IN_PLANE = np.stack([np.zeros((3, 3), bool), ndimage.generate_binary_structure(2, 1), np.zeros((3, 3), bool)])
 
@@ -43,18 +47,23 @@ def body_mask(image: sitk.Image, modality: str) -> sitk.Image:
     is_ct = modality != "MR" and get_modality(modality).is_ct
     array = sitk.GetArrayViewFromImage(image)
     threshold = BODY_HU_THRESHOLD if is_ct else _mr_threshold(image, array)
-    mask = sitk.GetImageFromArray((array > threshold).astype(np.uint8))
+    # Full-volume temporaries are dropped as soon as possible: the memory guard counts on a few bytes per voxel.
+    mask = sitk.GetImageFromArray((array > threshold).view(np.uint8))
     if not sitk.GetArrayViewFromImage(mask).any():
         mask.CopyInformation(image)
         return mask
     # Largest component first, so closing cannot glue the couch or noise onto the body.
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    del mask
     largest = sitk.GetArrayViewFromImage(labels) == 1
+    del labels
     # Padded so that the erosion half of the closing does not eat a body cut by the volume's border.
     closed = ndimage.binary_closing(np.pad(largest, 1), structure=_CROSS)[1:-1, 1:-1, 1:-1]
+    del largest
     # Per axial slice as well: airways open at the volume's top or bottom are holes only within a slice.
     filled = _fill_holes(_fill_holes(closed, in_plane=False), in_plane=True)
-    out = sitk.GetImageFromArray(filled.astype(np.uint8))
+    del closed
+    out = sitk.GetImageFromArray(filled.view(np.uint8))
     out.CopyInformation(image)
     return out
 
@@ -62,12 +71,20 @@ def body_mask(image: sitk.Image, modality: str) -> sitk.Image:
 def _fill_holes(mask: np.ndarray, *, in_plane: bool) -> np.ndarray:
     """Fill background regions that do not touch the border (of the volume, or of each z slice)."""
     structure = _IN_PLANE if in_plane else _CROSS
-    background, _ = ndimage.label(~mask, structure=structure)
+    background, count = ndimage.label(~mask, structure=structure)
     faces = [background[:, [0, -1]], background[:, :, [0, -1]]]
     if not in_plane:
         faces.append(background[[0, -1]])
-    outside = np.unique(np.concatenate([f.ravel() for f in faces]))
-    return ~np.isin(background, outside[outside > 0])
+    outside = np.zeros(count + 1, dtype=bool)
+    for face in faces:
+        outside[face.ravel()] = True
+    outside[0] = False  # the mask itself
+    # A lookup per slab: indexing with the whole label volume would make an 8-byte index copy of it.
+    filled = np.empty(mask.shape, dtype=bool)
+    step = max(1, SLAB_VOXELS // max(1, mask[0].size))
+    for z in range(0, mask.shape[0], step):
+        np.logical_not(outside[background[z : z + step]], out=filled[z : z + step])
+    return filled
 
 
 def _mr_threshold(image: sitk.Image, array: np.ndarray) -> float:
@@ -79,23 +96,41 @@ def _mr_threshold(image: sitk.Image, array: np.ndarray) -> float:
     return min(otsu.GetThreshold(), MR_BODY_FRACTION * float(np.percentile(positive, MR_ROBUST_PERCENTILE)))
 
 
+def resampled_size(
+    size: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float] | None
+) -> tuple[int, ...]:
+    """The size :func:`resample_to_spacing` gives: ``round(size * spacing / new_spacing)`` per axis, at least 1.
+
+    Args:
+        size: ``(x, y, z)`` voxels; spacing: their ``(x, y, z)`` spacing in mm.
+        new_spacing: the target spacing, or ``None`` for "unchanged".
+    """
+    if new_spacing is None:
+        return tuple(int(n) for n in size)
+    return tuple(max(1, round(n * old / new)) for n, old, new in zip(size, spacing, new_spacing))
+
+
 def resample_to_spacing(
     image: sitk.Image,
     spacing: Sequence[float] | None,
     *,
     interpolator: int = sitk.sitkLinear,
-    default_value: float,
+    default_value: float = 0.0,
 ) -> sitk.Image:
     """Resample onto a grid of ``spacing`` with the same origin, direction and (to a voxel) physical extent.
+
+    The new grid starts at the first voxel centre, so where its last voxels reach past the source's last voxel
+    centre they take the border value (nearest-neighbour extrapolation), never a constant: a constant there is
+    a fake edge (an air slab after a body that fills the volume) that a network would see.
 
     Args:
         image: 3D image.
         spacing: ``(x, y, z)`` in mm; ``None`` (or the image's own spacing) returns ``image`` unchanged.
         interpolator: SimpleITK interpolator (``sitkNearestNeighbor`` for masks).
-        default_value: value outside the source (after the last voxel centre).
+        default_value: value of points outside the image; border extrapolation leaves none on this grid.
 
     Returns:
-        the resampled image, same pixel type; size ``round(size * spacing / new_spacing)`` per axis.
+        the resampled image, same pixel type, of :func:`resampled_size`.
     """
     if spacing is None:
         return image
@@ -104,7 +139,7 @@ def resample_to_spacing(
         raise ValueError(f"spacing must be {image.GetDimension()} positive numbers, got {spacing}")
     if np.allclose(spacing, image.GetSpacing(), rtol=0, atol=1e-9):
         return image
-    size = [max(1, round(n * old / new)) for n, old, new in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    size = resampled_size(image.GetSize(), image.GetSpacing(), spacing)
     return sitk.Resample(
         image,
         size,
@@ -115,18 +150,51 @@ def resample_to_spacing(
         image.GetDirection(),
         default_value,
         image.GetPixelID(),
+        True,  # useNearestNeighborExtrapolator
     )
 
 
 def resample_like(
-    image: sitk.Image, reference: sitk.Image, *, interpolator: int = sitk.sitkLinear, default_value: float
+    image: sitk.Image,
+    reference: sitk.Image,
+    *,
+    interpolator: int = sitk.sitkLinear,
+    default_value: float,
+    extrapolate: bool = False,
 ) -> sitk.Image:
     """Resample ``image`` onto ``reference``'s grid (identity transform): the inverse of :func:`resample_to_spacing`.
+
+    Args:
+        image: the image to resample.
+        reference: the grid (size, spacing, origin, direction) to resample onto.
+        interpolator: SimpleITK interpolator.
+        default_value: value of points outside ``image`` (without ``extrapolate``).
+        extrapolate: give points outside ``image`` its nearest border value instead of ``default_value``: the
+            way back from a model grid, whose last voxel centre may stop short of the source's.
 
     Returns:
         an image with ``reference``'s size, spacing, origin and direction and ``image``'s pixel type.
     """
-    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default_value, image.GetPixelID())
+    return sitk.Resample(
+        image, reference, sitk.Transform(), interpolator, default_value, image.GetPixelID(), extrapolate
+    )
+
+
+def affine_image(image: sitk.Image, function: Callable[[np.ndarray], np.ndarray]) -> sitk.Image:
+    """Apply an affine intensity map (``normalise`` / ``denormalise`` with bound parameters) without a numpy copy.
+
+    Args:
+        image: scalar image (float32 stays float32).
+        function: an affine map of arrays, e.g. ``lambda a: normalise(a, params)``.
+
+    Returns:
+        a new image of the same pixel type; SimpleITK computes ``(x + shift) * scale`` in double precision.
+    """
+    at_zero, at_one = (float(v) for v in function(np.array([0.0, 1.0])))
+    scale = at_one - at_zero
+    if scale == 0 or not np.isfinite(scale):
+        raise ValueError(f"not an invertible affine map (scale {scale})")
+    return sitk.ShiftScale(image, at_zero / scale, scale)
 
 
 @dataclass(frozen=True)
@@ -267,6 +335,14 @@ def run_sliding_windows(
     """
     if volume.ndim != 5 or len(window) != 3:
         raise ValueError(f"volume must be (B, C, Z, Y, X) and window 3 sizes; got {tuple(volume.shape)}, {window}")
+    if volume.shape[0] == 1 and tuple(volume.shape[2:]) == tuple(window):
+        # One window that is the whole volume: blending would only divide its weights out again, at the cost of
+        # three more whole-volume buffers (MONAI's output, weights and the window's weighted copy).
+        check_cancel(cancel)
+        out = fn(volume if window_device is None else volume.to(window_device)).to(volume.device)
+        if progress is not None:
+            progress(1.0)
+        return out
     total = volume.shape[0] * len(sliding_window_positions(volume.shape[2:], window, overlap))
     done = 0
 

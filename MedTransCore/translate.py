@@ -9,7 +9,8 @@ front end behaves the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,18 +20,28 @@ import torch
 
 from .bundles import Bundle, select_bundle
 from .errors import InputError
-from .memory import check_memory
+from .io.reading import ImageHeader
+from .memory import MemoryEstimate, check_memory, estimate_translation
 from .modalities import default_params, denormalise, normalisation_params, normalise
 from .models.base import Translator, check_cancel
 from .models.registry import get_translator_class
 from .plausibility import check_plausibility
-from .preprocess import body_mask, resample_like, resample_to_spacing, run_sliding_windows
+from .preprocess import (
+    affine_image,
+    body_mask,
+    resample_like,
+    resample_to_spacing,
+    resampled_size,
+    run_sliding_windows,
+)
 
 StageProgress = Callable[[float, str], None]
 # Re-exported: front ends import the whole translation API from here.
 select_model = select_bundle
 # The normalised value of "nothing": air for CT-like, 0 for MR.
 BACKGROUND = -1.0
+# Voxels per slab when a voxel-wise base is computed at the source's resolution (its float64 temporaries).
+SLAB_VOXELS = 2**22
 
 
 @dataclass
@@ -67,10 +78,98 @@ def load_translator(bundle: Bundle, device: torch.device) -> Translator:
     return get_translator_class(bundle.family)(bundle, device)
 
 
-def _estimate_memory_mb(translator: Translator, grid_voxels: int, window_voxels: int, samples: int) -> float:
-    # Whole-volume copies (source, mask, blended output, weights, samples) in float32/64 plus one window's network.
-    volume = grid_voxels * (8 * 6 + 4 * max(samples, 1))
-    return (volume + window_voxels * translator.bytes_per_window_voxel()) / 2**20 + 300.0
+def _weights_bytes(bundle: Bundle) -> int:
+    return sum(f.stat().st_size for f in bundle.path.glob("*.safetensors")) if bundle.path else 0
+
+
+def estimate_memory(
+    size: Sequence[int],
+    spacing: Sequence[float],
+    bundle: Bundle,
+    *,
+    samples: int = 1,
+    read_bytes_per_voxel: float | None = None,
+    write: bool = False,
+) -> MemoryEstimate:
+    """The peak memory of translating a volume of ``size`` voxels at ``spacing`` with ``bundle``, from sizes alone.
+
+    Args:
+        size: ``(x, y, z)`` voxels of the source; spacing: ``(x, y, z)`` mm.
+        bundle: the model (its spacing and grid size the model grid; its family the network's memory).
+        samples: runs of the model (uncertainty).
+        read_bytes_per_voxel: also count reading the file (``ImageHeader.read_bytes_per_voxel``).
+        write: also count writing the result.
+    """
+    family = get_translator_class(bundle.family)
+    model_spacing = bundle.metadata.get("spacing")
+    resampled = model_spacing is not None and not np.allclose(model_spacing, spacing, rtol=0, atol=1e-9)
+    model_size = resampled_size(size, spacing, model_spacing if resampled else None)
+    grid = bundle.metadata.get("grid")
+    window = tuple(grid) if grid else model_size
+    return estimate_translation(
+        source_voxels=math.prod(size),
+        model_voxels=math.prod(max(n, w) for n, w in zip(model_size, window)),
+        window_voxels=math.prod(window),
+        compute_bytes=family.dtype.itemsize,
+        window_bytes_per_voxel=family.window_bytes_per_voxel(bundle),
+        weights_bytes=_weights_bytes(bundle),
+        samples=samples,
+        pointwise=family.refines_pointwise_base(),
+        resampled=resampled,
+        read_bytes_per_voxel=read_bytes_per_voxel,
+        write=write,
+    )
+
+
+def check_translation_memory(
+    size: Sequence[int],
+    spacing: Sequence[float],
+    bundle: Bundle,
+    *,
+    samples: int = 1,
+    read_bytes_per_voxel: float | None = None,
+    write: bool = False,
+) -> MemoryEstimate:
+    """The memory guard of a translation (arguments as :func:`estimate_memory`), before anything is allocated.
+
+    Raises:
+        MemoryGuardError: the estimated peak exceeds the limit (``$MEDTRANS_MEMORY_LIMIT_MB`` or a share of the
+            available memory); the message names the sizes, the limit and how to change it.
+    """
+    estimate = estimate_memory(
+        size, spacing, bundle, samples=samples, read_bytes_per_voxel=read_bytes_per_voxel, write=write
+    )
+    shape = "x".join(map(str, size))
+    model_shape = "x".join(map(str, resampled_size(size, spacing, bundle.metadata.get("spacing"))))
+    on_grid = f" ({model_shape} on its grid)" if model_shape != shape else ""
+    check_memory(estimate.needed_mb, f"translating a {shape} volume with {bundle.name!r}{on_grid}")
+    return estimate
+
+
+def check_file_memory(
+    header: ImageHeader,
+    source_modality: str,
+    target_modality: str,
+    *,
+    model: str | Path | None = None,
+    samples: int = 0,
+) -> MemoryEstimate:
+    """The memory guard of reading, translating and writing a file, from its header before a voxel is read.
+
+    Args:
+        header: :func:`MedTransCore.io.read_header` of the input.
+        source_modality, target_modality, model: as for :func:`translate_image` (they pick the bundle).
+        samples: uncertainty samples (0: none).
+    """
+    bundle = select_model(source_modality, target_modality, model)
+    return check_translation_memory(
+        header.size,
+        header.spacing,
+        bundle,
+        samples=max(samples, 1),
+        read_bytes_per_voxel=header.read_bytes_per_voxel,
+        write=True,
+    )
 
 
 def translate_image(
@@ -80,6 +179,7 @@ def translate_image(
     *,
     model: str | Path | None = None,
     steps: int | None = None,
+    sampler: str | None = None,
     seed: int = 0,
     device: str = "auto",
     uncertainty_samples: int = 0,
@@ -96,6 +196,7 @@ def translate_image(
         target_modality: registry key of the target, e.g. ``"CT"``.
         model: bundle name or folder; ``None`` picks the best installed bundle for the pair.
         steps: sampler steps for diffusion families (``None``: the bundle's default).
+        sampler: sampler of diffusion families, ``"ddim"`` or ``"dpmpp"`` (``None``: the bundle's default).
         seed: random seed; the same seed gives the same result.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         uncertainty_samples: ``N >= 2`` runs a stochastic model N times (seeds ``seed .. seed+N-1``) and returns
@@ -110,13 +211,20 @@ def translate_image(
         raise InputError("uncertainty needs at least 2 samples")
     bundle = select_model(source_modality, target_modality, model)
     torch_device = resolve_device(device)
+    samples = max(uncertainty_samples, 1)
+    # Before the first copy of the image: the caller holds it already, everything else is still to come.
+    check_translation_memory(image.GetSize(), image.GetSpacing(), bundle, samples=samples)
     report(0.0, f"loading model {bundle.name}")
     translator = load_translator(bundle, torch_device)
     if uncertainty_samples and not translator.stochastic:
         raise InputError(f"model {bundle.name!r} ({bundle.family}) is deterministic: it has no uncertainty to sample")
     steps = steps if steps is not None else translator.default_steps
+    if sampler is not None:
+        translator.use_sampler(sampler)
 
-    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    # float32 throughout the source grid; whole-volume numpy copies are views or freed as soon as possible.
+    source = image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayViewFromImage(source)
     warnings = check_plausibility(
         array,
         source_modality,
@@ -128,27 +236,27 @@ def translate_image(
     )
     check_cancel(cancel)
     report(0.02, "preparing")
-    mask_image = body_mask(image, source_modality)
-    mask = sitk.GetArrayFromImage(mask_image).astype(bool)
-    source_params = normalisation_params(array, source_modality, mask)
-    normalised = sitk.GetImageFromArray(normalise(array, source_params))
-    normalised.CopyInformation(image)
+    mask_image = body_mask(source, source_modality)
+    source_params = normalisation_params(array, source_modality, sitk.GetArrayViewFromImage(mask_image).view(bool))
+    del array
+    normalised = affine_image(source, lambda a: normalise(a, source_params))
 
     spacing = bundle.metadata.get("spacing")
-    model_image = resample_to_spacing(normalised, spacing, default_value=BACKGROUND)
-    model_mask = resample_to_spacing(mask_image, spacing, interpolator=sitk.sitkNearestNeighbor, default_value=0)
+    model_image = resample_to_spacing(normalised, spacing)
+    model_mask = resample_to_spacing(mask_image, spacing, interpolator=sitk.sitkNearestNeighbor)
+    del mask_image
+    model_grid = _Grid.of(model_image)
     grid = bundle.metadata.get("grid")
-    volume_shape = model_image.GetSize()[::-1]
-    window = tuple(grid[::-1]) if grid else tuple(volume_shape)
-    samples = max(uncertainty_samples, 1)
-    check_memory(
-        _estimate_memory_mb(translator, int(np.prod(volume_shape)), int(np.prod(window)), samples),
-        f"translating a {'x'.join(map(str, image.GetSize()))} volume with {bundle.name!r}",
-    )
+    window = tuple(grid[::-1]) if grid else model_grid.shape
 
     volume = torch.from_numpy(sitk.GetArrayFromImage(model_image)).to(translator.dtype)[None, None]
-    volume_mask = torch.from_numpy(sitk.GetArrayFromImage(model_mask).astype(bool))[None, None]
+    volume_mask = torch.from_numpy(sitk.GetArrayViewFromImage(model_mask).astype(bool))[None, None]
+    del model_image, model_mask
     translator.prepare(volume, volume_mask, source_modality, target_modality)
+    del volume_mask
+    pointwise = translator.pointwise_base(np.zeros(1), target_modality) is not None
+    if not pointwise:
+        del normalised  # only a voxel-wise base needs the source's own resolution again
     outputs = []
     for index in range(samples):
         sample_seed = seed + index
@@ -169,32 +277,37 @@ def translate_image(
                 progress=lambda f, span=span, label=label: report(span[0] + span[1] * f, label),
                 cancel=cancel,
             )
-        outputs.append(out[0, 0].double().numpy())
+        outputs.append(out[0, 0].numpy())
+        del out
     check_cancel(cancel)
     report(0.96, "writing the result on the source grid")
 
     target_params = source_params if target_modality == source_modality else default_params(target_modality)
-    stack = np.stack(outputs)
-    mean = stack.mean(axis=0)
-    base_on_model = translator.pointwise_base(sitk.GetArrayFromImage(model_image), target_modality)
-    if base_on_model is None:
-        result = _on_source_grid(denormalise(mean, target_params), model_image, image)
+    mean = outputs[0] if samples == 1 else np.mean(outputs, axis=0)
+    std = np.std(outputs, axis=0) if uncertainty_samples else None
+    del outputs
+    if not pointwise:
+        del volume
+        on_model = affine_image(model_grid.image(mean), lambda a: denormalise(a, target_params))
+        del mean
+        result = _on_source_grid(on_model, image)
     else:
         # Keep the source's resolution: the base at full resolution plus the model's (smooth) correction.
-        correction = _on_source_grid(mean - base_on_model, model_image, image, default_value=0.0)
-        base = translator.pointwise_base(sitk.GetArrayFromImage(normalised), target_modality)
-        refined = sitk.GetImageFromArray(denormalise(base + sitk.GetArrayFromImage(correction), target_params))
-        refined.CopyInformation(image)
-        result = sitk.Cast(refined, sitk.sitkFloat32)
+        correction = mean - translator.pointwise_base(volume[0, 0].numpy(), target_modality)
+        del volume, mean
+        correction = sitk.GetArrayFromImage(_on_source_grid(model_grid.image(correction), image))
+        result = _refine_pointwise(translator, normalised, correction, target_modality, target_params)
+        del normalised, correction
     std_image = None
-    if uncertainty_samples:
-        std = stack.std(axis=0) * (target_params["high"] - target_params["low"]) / 2.0
-        std_image = _on_source_grid(std, model_image, image, default_value=0.0)
+    if std is not None:
+        std = std * (target_params["high"] - target_params["low"]) / 2.0
+        std_image = _on_source_grid(model_grid.image(std), image)
     settings = {
         "model": bundle.name,
         "version": bundle.metadata["version"],
         "family": bundle.family,
         "steps": steps,
+        "sampler": translator.sampler,
         "seed": seed,
         "device": torch_device.type,
         "source_modality": source_modality,
@@ -205,13 +318,71 @@ def translate_image(
     return TranslationResult(result, std_image, bundle, settings, warnings)
 
 
-def _on_source_grid(
-    array: np.ndarray, model_image: sitk.Image, source: sitk.Image, default_value: float | None = None
+@dataclass(frozen=True)
+class _Grid:
+    """The geometry of the model grid, kept once its (whole-volume) image is freed."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> _Grid:
+        return cls(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(Z, Y, X)``."""
+        return self.size[::-1]
+
+    def image(self, array: np.ndarray) -> sitk.Image:
+        """A ``(Z, Y, X)`` array on this grid as a float32 image."""
+        image = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+def _on_source_grid(on_model: sitk.Image, source: sitk.Image) -> sitk.Image:
+    """Put a float32 image on the model grid back onto the source geometry.
+
+    The model grid's last voxel centre can stop short of the source's (a size that is no multiple of the model
+    spacing): one replicated voxel around the model grid (clamped extrapolation) keeps those source voxels
+    interpolated from the border instead of a constant, which was a fake slab of background.
+    """
+    if on_model.GetSize() == source.GetSize() and _same_geometry(on_model, source):
+        on_model.CopyInformation(source)  # no resampling (and no copy) when the model works on the source grid
+        return on_model
+    padded = sitk.ZeroFluxNeumannPad(on_model, (1,) * 3, (1,) * 3)
+    return resample_like(padded, source, default_value=0.0, extrapolate=True)
+
+
+def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
+    pairs = ((a.GetSpacing(), b.GetSpacing()), (a.GetOrigin(), b.GetOrigin()), (a.GetDirection(), b.GetDirection()))
+    return all(np.allclose(x, y, rtol=0, atol=1e-9) for x, y in pairs)
+
+
+def _refine_pointwise(
+    translator: Translator,
+    normalised: sitk.Image,
+    correction: np.ndarray,
+    target_modality: str,
+    target_params: dict[str, float],
 ) -> sitk.Image:
-    """Put a (Z, Y, X) array on the model grid back onto the source geometry as float32."""
-    on_model = sitk.GetImageFromArray(array)
-    on_model.CopyInformation(model_image)
-    if default_value is None:
-        default_value = float(np.min(array))
-    back = resample_like(on_model, source, default_value=default_value)
-    return sitk.Cast(back, sitk.sitkFloat32)
+    """De-normalised voxel-wise base of the normalised source plus the correction on the source grid (float32).
+
+    Computed slab by slab along z, in place in ``correction``: the base works in float64, and whole-volume
+    float64 copies are what made large volumes run out of memory.
+    """
+    source = sitk.GetArrayViewFromImage(normalised)
+    step = max(1, SLAB_VOXELS // max(1, source[0].size))
+    for z in range(0, source.shape[0], step):
+        slab = slice(z, z + step)
+        correction[slab] = denormalise(
+            translator.pointwise_base(source[slab], target_modality) + correction[slab], target_params
+        )
+    out = sitk.GetImageFromArray(correction)
+    out.CopyInformation(normalised)
+    return out

@@ -1,6 +1,7 @@
 """Writing a synthetic volume as a DICOM series (one file per slice) that says it is synthetic.
 
-Reading DICOM folders lives with the other readers in :mod:`MedTransCore.io.reading`.
+Reading DICOM folders lives with the other readers: :mod:`MedTransCore.io.dicom_series` checks a series' slices,
+:mod:`MedTransCore.io.reading` reads it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from .reading import check_finite, check_volume, error_line
-from .writing import atomic_folder
+from .staging import StagedOutputs, staged
+from .writing import failure_reason
 
 DICOM_MODALITIES = ("CT", "MR")
 IMAGE_TYPE = "DERIVED\\SECONDARY\\SYNTHETIC"
@@ -41,6 +43,7 @@ def write_dicom_series(
     study_uid: str | None = None,
     frame_of_reference_uid: str | None = None,
     overwrite: bool = False,
+    outputs: StagedOutputs | None = None,
 ) -> Path:
     """Write a synthetic 3D volume as a DICOM series, atomically (a staging folder renamed at the end).
 
@@ -60,13 +63,15 @@ def write_dicom_series(
         study_uid: put the series in this study (e.g. the source's); ``None`` makes a new study.
         frame_of_reference_uid: share the source's frame of reference; ``None`` makes a new one.
         overwrite: replace an existing folder that holds only ``.dcm`` files.
+        outputs: stage the series with the other outputs of a run (their owner commits them together); by
+            default the folder is moved into place before this returns.
 
     Returns:
         the folder written.
 
     Raises:
         InputError: not a 3D scalar image, an unsupported modality, NaN/Inf values, a sheared geometry, an
-            existing folder without ``overwrite``, or the writer failed.
+            existing folder without ``overwrite``, or the writer failed (``OutputError``; nothing is left behind).
     """
     folder = Path(folder).expanduser()
     if modality not in DICOM_MODALITIES:
@@ -115,7 +120,8 @@ def write_dicom_series(
         series_tags["0028|1054"] = "HU"
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()  # use the UIDs set here, not ones GDCM would invent
-    with atomic_folder(folder, overwrite=overwrite, replaceable="*.dcm") as staging:
+    with staged(outputs) as staging_outputs:
+        staging = staging_outputs.folder(folder, overwrite=overwrite, replaceable="*.dcm")
         for k in range(volume.GetDepth()):
             position = volume.TransformIndexToPhysicalPoint((0, 0, k))
             # A one-slice 3D image, not a 2D one: after any DICOM read in the process, GDCM would otherwise
@@ -131,7 +137,8 @@ def write_dicom_series(
             try:
                 writer.Execute(piece)
             except RuntimeError as err:
-                raise InputError(f"could not write the DICOM series {folder}: {error_line(err)}") from None
+                reason = failure_reason(staging, error_line(err))  # GDCM words a full disk as a pixel-type problem
+                raise OutputError(f"could not write the DICOM series {folder}: {reason}") from None
     return folder
 
 

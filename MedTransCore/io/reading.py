@@ -1,15 +1,17 @@
 """Reading 3D images (NIfTI, NRRD, MetaImage, DICOM series) and refusing those that cannot be translated.
 
-SimpleITK silently "repairs" some broken files (a NIfTI ``pixdim`` of 0 or NaN becomes 1, a truncated
-``.nii.gz`` is zero-filled, a NRRD ``spacings: nan`` becomes 1), so the headers are checked here before
-the voxels are trusted.
+Reading goes header first: :func:`read_header` checks what SimpleITK would silently repair (a NIfTI ``pixdim``
+of 0 or NaN becomes 1, a truncated ``.nii.gz`` is zero-filled, a NRRD ``spacings: nan`` becomes 1) and the
+geometry of a DICOM series' slices, and gives the declared size and pixel type, so the memory guard can refuse a
+volume before its voxels are read (a few MB of gzip can declare 25 GB). :func:`read_image` then reads the
+voxels and refuses NaN or infinite ones in every format (SimpleITK reads them as 0 from NIfTI: those files are
+checked with nibabel).
 """
 
 from __future__ import annotations
 
-import gzip
+import math
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +20,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..memory import check_memory, read_bytes_per_voxel
+from ._sitk import error_line, quiet_itk
+from .dicom_series import find_series
+from .nifti import check_nifti_header, count_nonfinite
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
@@ -67,34 +73,99 @@ def format_of(path: str | Path) -> str:
     )
 
 
-def read_image(path: str | Path, *, allow_label_map: bool = False) -> tuple[sitk.Image, ImageInfo]:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file or DICOM folder declares, read without its voxels.
+
+    Args:
+        path: the file or DICOM folder.
+        format: ``"nifti"``, ``"nrrd"``, ``"mha"`` or ``"dicom"``.
+        size: ``(x, y, z)`` voxels; spacing: ``(x, y, z)`` mm.
+        pixel_id: SimpleITK pixel type of the voxels as read (before the cast to float32).
+        dicom_files: a DICOM series' slice files, ordered along the slice normal.
+        metadata: the file's key-value metadata (DICOM: the first slice's tags).
+    """
+
+    path: Path
+    format: Literal["nifti", "nrrd", "mha", "dicom"]
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    pixel_id: int
+    dicom_files: tuple[Path, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.size)
+
+    @property
+    def pixel_bytes(self) -> int:
+        return sitk.Image([1] * len(self.size), self.pixel_id).GetSizeOfPixelComponent()
+
+    @property
+    def read_bytes_per_voxel(self) -> float:
+        """Peak bytes per voxel of :func:`read_image` (the file's pixels, the float32 copy, the checks)."""
+        return read_bytes_per_voxel(self.pixel_bytes, self.pixel_id == sitk.sitkFloat32)
+
+    def describe(self) -> str:
+        return f"{'x'.join(map(str, self.size))} voxels of {sitk.GetPixelIDValueAsString(self.pixel_id)}"
+
+
+def read_header(path: str | Path) -> ImageHeader:
+    """Check a file's or DICOM folder's header and return what it declares, without reading a voxel.
+
+    Args:
+        path: a NIfTI/NRRD/MetaImage file or a folder holding one DICOM series.
+
+    Raises:
+        InputError: missing or unreadable path, unknown extension, a header SimpleITK would misread (spacing,
+            NIfTI data offset or truncation), not a 3D scalar volume, a non-finite origin or direction, and for
+            DICOM folders several series or slices that do not make one regular volume (see
+            :mod:`MedTransCore.io.dicom_series`).
+    """
+    path = Path(path).expanduser()
+    try:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        header = _dicom_header(path) if path.is_dir() else _file_header(path)
+    except OSError as err:  # permission denied (on the file or a folder above it), an I/O error
+        raise InputError(f"{path}: cannot read it ({err.strerror or err})") from None
+    check_spacing(path, header.spacing, "spacing")
+    return header
+
+
+def read_image(
+    path: str | Path, *, allow_label_map: bool = False, header: ImageHeader | None = None
+) -> tuple[sitk.Image, ImageInfo]:
     """Read a 3D intensity image and check that it can be translated.
 
     Args:
-        path: a NIfTI/NRRD/MetaImage file or a folder holding a DICOM series (the largest one if several).
+        path: a NIfTI/NRRD/MetaImage file or a folder holding one DICOM series.
         allow_label_map: return label maps (``info.is_label_like``) instead of refusing them.
+        header: :func:`read_header` of ``path`` when the caller has it already.
 
     Returns:
         the image as a 3D ``sitkFloat32`` image with its geometry, and its :class:`ImageInfo`.
 
     Raises:
-        InputError: missing path, unknown extension, unreadable file, not a 3D scalar volume, invalid
-            spacing, NaN/Inf voxels, a constant image or (unless allowed) a label map.
+        InputError: as :func:`read_header`, an unreadable file, NaN/Inf voxels, a constant image or (unless
+            allowed) a label map.
+        MemoryGuardError: reading the declared size would exceed the memory limit.
     """
-    image, info = _read_any(path)
+    image, info = _read_any(path, header)
     array = sitk.GetArrayViewFromImage(image)
-    check_finite(info.path, array)
     low, high = array.min(), array.max()
     if low == high:
         raise InputError(f"{info.path}: the image is constant (every voxel is {low}); nothing to translate")
     distinct = _label_values(image, array, (low, high), info.metadata)
+    del array
     if distinct is not None:
         if not allow_label_map:
             raise InputError(
                 f"{info.path}: looks like a label map ({distinct} distinct values); translate an intensity image"
             )
         info.is_label_like = True
-    return sitk.Cast(image, sitk.sitkFloat32), info
+    return (image if image.GetPixelID() == sitk.sitkFloat32 else sitk.Cast(image, sitk.sitkFloat32)), info
 
 
 def read_mask(path: str | Path, *, like: sitk.Image | None = None) -> sitk.Image:
@@ -109,7 +180,6 @@ def read_mask(path: str | Path, *, like: sitk.Image | None = None) -> sitk.Image
         InputError: unreadable path (as :func:`read_image`), NaN voxels, or a mask empty on ``like``'s grid.
     """
     image, info = _read_any(path)
-    check_finite(info.path, sitk.GetArrayViewFromImage(image))
     mask = sitk.Cast(sitk.NotEqual(image, 0), sitk.sitkUInt8)
     if like is not None:
         if mask.GetSize() == like.GetSize() and _same_geometry(mask, like):
@@ -122,91 +192,100 @@ def read_mask(path: str | Path, *, like: sitk.Image | None = None) -> sitk.Image
     return mask
 
 
-def _read_any(path: str | Path) -> tuple[sitk.Image, ImageInfo]:
-    """Read a file or DICOM folder and check that it is a 3D scalar volume with a valid geometry."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if path.is_dir():
-        image, info = _read_dicom_folder(path)
+def _read_any(path: str | Path, header: ImageHeader | None = None) -> tuple[sitk.Image, ImageInfo]:
+    """Read the voxels a checked header declares, once the memory guard agrees, and refuse NaN/Inf ones."""
+    header = header or read_header(path)
+    check_memory(header.voxels * header.read_bytes_per_voxel / 2**20, f"reading {header.path} ({header.describe()})")
+    try:
+        image, metadata = _read_voxels(header)
+    except OSError as err:
+        raise InputError(f"{header.path}: cannot read it ({err.strerror or err})") from None
+    check_volume(header.path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
+    if header.format == "nifti":
+        # SimpleITK has already turned NaN and Inf into 0 here: count them in the file itself.
+        refuse_nonfinite(header.path, count_nonfinite(header.path), header.voxels)
     else:
-        fmt = format_of(path)
-        image, metadata = _read_file(path, fmt)
-        info = ImageInfo(
-            path=path,
-            format=fmt,
-            dicom_modality=_modality_from(metadata),
-            series_description=_first(metadata, _DESCRIPTION_KEYS),
-            pixel_type=image.GetPixelIDTypeAsString(),
-            metadata=metadata,
-        )
-    check_volume(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
-    check_spacing(path, image.GetSpacing(), "spacing")
+        check_finite(header.path, sitk.GetArrayViewFromImage(image))
     if not np.all(np.isfinite(image.GetOrigin() + image.GetDirection())):
-        raise InputError(f"{path}: the origin or direction in the header is not finite; fix the header")
-    return image, info
-
-
-def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, ImageInfo]:
-    """Read the largest DICOM series directly inside ``folder`` (GDCM sorts the slices by position)."""
-    try:
-        series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
-                  for sid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))}  # fmt: skip
-    except RuntimeError as err:
-        raise InputError(_reason(folder, err)) from None
-    if not series:
-        raise InputError(
-            f"{folder}: no DICOM series in this folder (sub-folders are not searched); give the folder of one "
-            f"series or an image file ({', '.join(SUPPORTED_EXTENSIONS)})"
-        )
-    chosen = max(series, key=lambda sid: len(series[sid]))
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[chosen])
-    reader.MetaDataDictionaryArrayUpdateOn()
-    reader.LoadPrivateTagsOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise InputError(_reason(folder, err)) from None
-    metadata = _metadata(reader.GetMetaDataKeys(0), lambda key: reader.GetMetaData(0, key))
-    metadata.update(dicom_series_uid=chosen, dicom_series_count=str(len(series)), dicom_files=str(len(series[chosen])))
-    if len(series) > 1:
-        metadata["series_note"] = (
-            f"the folder holds {len(series)} DICOM series; read the largest ({len(series[chosen])} files, {chosen})"
-        )
+        raise InputError(f"{header.path}: the origin or direction in the header is not finite; fix the header")
     info = ImageInfo(
-        path=folder,
-        format="dicom",
-        dicom_modality=_first(metadata, ("0008|0060",)),
-        series_description=_first(metadata, ("0008|103e",)),
+        path=header.path,
+        format=header.format,
+        dicom_modality=_modality_from(metadata) if header.format != "dicom" else _first(metadata, ("0008|0060",)),
+        series_description=_first(metadata, _DESCRIPTION_KEYS if header.format != "dicom" else ("0008|103e",)),
         pixel_type=image.GetPixelIDTypeAsString(),
         metadata=metadata,
     )
     return image, info
 
 
-def _read_file(path: Path, fmt: str) -> tuple[sitk.Image, dict[str, str]]:
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty")
+def _file_header(path: Path) -> ImageHeader:
+    fmt = format_of(path)
+    with open(path, "rb") as f:  # fails here, in one line, when the file cannot be opened at all
+        if not f.read(1):
+            raise InputError(f"{path}: the file is empty")
     _check_header(path, fmt)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with quiet_itk():
+            reader.ReadImageInformation()
     except RuntimeError as err:
         raise InputError(_reason(path, err)) from None
     check_volume(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
+    if not np.all(np.isfinite(reader.GetOrigin() + reader.GetDirection())):
+        raise InputError(f"{path}: the origin or direction in the header is not finite; fix the header")
+    return ImageHeader(
+        path=path,
+        format=fmt,
+        size=tuple(reader.GetSize()),
+        spacing=tuple(reader.GetSpacing()),
+        pixel_id=reader.GetPixelID(),
+        metadata=_metadata(reader.GetMetaDataKeys(), reader.GetMetaData),
+    )
+
+
+def _dicom_header(folder: Path) -> ImageHeader:
+    series = find_series(folder)
+    check_volume(folder, 3, series.size, 1)
+    return ImageHeader(
+        path=folder,
+        format="dicom",
+        size=series.size,
+        spacing=series.spacing,
+        pixel_id=series.pixel_id,
+        dicom_files=series.files,
+        metadata={**series.metadata, "dicom_series_uid": series.uid, "dicom_files": str(len(series.files))},
+    )
+
+
+def _read_voxels(header: ImageHeader) -> tuple[sitk.Image, dict[str, str]]:
+    if header.format == "dicom":
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in header.dicom_files])
+        reader.LoadPrivateTagsOn()
+    else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(header.path))
     try:
-        image = reader.Execute()
+        with quiet_itk():
+            image = reader.Execute()
     except RuntimeError as err:
-        raise InputError(_reason(path, err)) from None
-    return image, _metadata(reader.GetMetaDataKeys(), reader.GetMetaData)
+        raise InputError(_reason(header.path, err)) from None
+    return image, header.metadata
 
 
 def _metadata(keys, get) -> dict[str, str]:
-    # ITK shows some non-string entries as placeholder text: leave those out.
-    values = {key: get(key).strip() for key in keys}
-    return {key: value for key, value in values.items() if not value.startswith("[UNKNOWN")}
+    """The string entries of a reader's metadata (ITK shows others as placeholder text, or cannot pass them)."""
+    values = {}
+    for key in keys:
+        try:
+            value = get(key).strip()
+        except (RuntimeError, TypeError, UnicodeDecodeError):  # a key or value that is not valid text
+            continue
+        if not value.startswith("[UNKNOWN"):
+            values[key] = value
+    return values
 
 
 def _reason(path: Path, err: RuntimeError) -> str:
@@ -220,12 +299,6 @@ def _reason(path: Path, err: RuntimeError) -> str:
     # MetaImage reports a short read as "Reason: <errno text>", which only misleads.
     detail = "" if detail.startswith("Reason:") else f": {detail}"
     return f"{path}: cannot read the image (truncated or corrupt file?){detail}"
-
-
-def error_line(err: Exception) -> str:
-    """The last non-empty line of an exception's message (SimpleITK puts the reason there)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
 
 
 def check_volume(path: Path, dimension: int, size: tuple[int, ...], components: int) -> None:
@@ -251,14 +324,18 @@ def check_spacing(path: Path, values, what: str) -> None:
         )
 
 
+def refuse_nonfinite(path: Path, bad: int, total: int) -> None:
+    """Refuse an image with ``bad`` NaN or infinite voxels out of ``total``: one rule (and message) for every format."""
+    if bad:
+        raise InputError(
+            f"{path}: {bad} of {total} voxels are NaN or infinite; replace them (e.g. by the background value)"
+        )
+
+
 def check_finite(path: Path, array: np.ndarray) -> None:
-    """Refuse NaN or infinite voxels, saying how many."""
+    """:func:`refuse_nonfinite` on voxels in memory (integer types cannot hold NaN or Inf)."""
     if np.issubdtype(array.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        if bad:
-            raise InputError(
-                f"{path}: {bad} of {array.size} voxels are NaN or infinite; replace them (e.g. by the background value)"
-            )
+        refuse_nonfinite(path, int(array.size - np.count_nonzero(np.isfinite(array))), array.size)
 
 
 def _label_values(
@@ -301,7 +378,7 @@ def _modality_from(metadata: dict[str, str]) -> str | None:
 def _check_header(path: Path, fmt: str) -> None:
     """Check what SimpleITK would silently repair: spacing in the raw header, and NIfTI truncation."""
     if fmt == "nifti":
-        _check_nifti(path)
+        check_nifti_header(path, check_spacing)
         return
     header = _text_header(path)
     if fmt == "nrrd":
@@ -332,45 +409,3 @@ def _text_header(path: Path, limit: int = 65536) -> str:
         head = f.read(limit)
     head = re.split(rb"\r?\n\r?\n|ElementDataFile", head, maxsplit=1)[0]
     return head.decode("latin-1")
-
-
-def _check_nifti(path: Path) -> None:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read(540)
-    except (OSError, EOFError):
-        raise InputError(f"{path}: not a readable NIfTI file (truncated or corrupt)") from None
-    for endian in "<>":
-        if len(raw) >= 348 and struct.unpack(endian + "i", raw[:4])[0] == 348:  # NIfTI-1
-            dims = struct.unpack(endian + "8h", raw[40:56])
-            bitpix = struct.unpack(endian + "h", raw[72:74])[0]
-            pixdim = struct.unpack(endian + "8f", raw[76:108])
-            offset = int(struct.unpack(endian + "f", raw[108:112])[0])
-            break
-        if len(raw) >= 540 and struct.unpack(endian + "i", raw[:4])[0] == 540:  # NIfTI-2
-            dims = struct.unpack(endian + "8q", raw[16:80])
-            bitpix = struct.unpack(endian + "h", raw[14:16])[0]
-            pixdim = struct.unpack(endian + "8d", raw[104:168])
-            offset = struct.unpack(endian + "q", raw[168:176])[0]
-            break
-    else:
-        raise InputError(f"{path}: not a NIfTI file (bad header size)")
-    ndim = max(1, min(int(dims[0]), 7))
-    if bitpix <= 0 or min(dims[1 : ndim + 1]) < 1:
-        raise InputError(f"{path}: not a readable NIfTI file (invalid sizes in the header)")
-    check_spacing(path, pixdim[1 : min(ndim, 3) + 1], "spacing (pixdim)")
-    expected = offset + int(np.prod(dims[1 : ndim + 1], dtype=np.int64)) * bitpix // 8
-    if not _has_bytes(path, opener, expected):
-        raise InputError(f"{path}: the file is truncated (its header promises {expected} bytes)")
-
-
-def _has_bytes(path: Path, opener, expected: int) -> bool:
-    if opener is open:
-        return path.stat().st_size >= expected
-    try:  # a gzip stream has no size field to trust: decompress up to the last promised byte
-        with gzip.open(path, "rb") as f:
-            f.seek(expected - 1)
-            return len(f.read(1)) == 1
-    except (OSError, EOFError):
-        return False

@@ -1,14 +1,18 @@
-"""Writing images atomically: a finished file appears under its name, or nothing does.
+"""Writing images and text outputs atomically: a finished file appears under its name, or nothing does.
 
-Every write goes to a hidden staging folder next to the destination and is moved into place with
-``os.replace`` (same file system, so the move is atomic); a failing writer leaves nothing behind.
+Every write goes to a hidden staging folder next to the destination (:class:`StagedOutputs`) and is moved into place
+with ``os.replace``; a failing writer leaves nothing behind. Several outputs of one run share one
+:class:`StagedOutputs` so they appear together. SimpleITK's NIfTI writer does not report a short write (a full
+disk): it prints to file descriptor 2 and returns, so NIfTI files are checked against their expected length.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
-import shutil
+import struct
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +21,10 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .. import __version__
-from ..errors import InputError
-from .reading import error_line, format_of
+from ..errors import InputError, OutputError
+from .files import output_files
+from .reading import SUPPORTED_EXTENSIONS, error_line, format_of
+from .staging import StagedOutputs, staged
 
 SYNTHETIC_METADATA: dict[str, str] = {
     "MedTrans_Synthetic": "true",
@@ -29,6 +35,23 @@ SYNTHETIC_METADATA: dict[str, str] = {
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _NIFTI_DESCRIP_CHARS = 79
 _TARGET_KEYS = ("MedTrans_target_modality", "MedTrans_Target", "MedTrans_target")
+# Below this much free space a failed write is reported as a full disk.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def output_format(path: str | Path) -> str:
+    """The format of an output file name (``nifti``, ``nrrd``, ``mha``), refusing unknown and upper-case extensions.
+
+    Upper case is refused because SimpleITK cannot write it faithfully (measured with 2.5): ``.NII.GZ`` and
+    ``.NII`` fail ("Bad Nifti file name"), ``.MHA`` and ``.MHD`` are written as ``.mhd`` + ``.zraw`` under another
+    name, and ``.NHDR`` becomes a single attached file.
+    """
+    fmt = format_of(path)
+    name = Path(path).name
+    if not name.endswith(SUPPORTED_EXTENSIONS):
+        ext = next(e for e in SUPPORTED_EXTENSIONS if name.lower().endswith(e))
+        raise InputError(f"{path}: write the extension in lower case ({ext}); SimpleITK mishandles upper case")
+    return fmt
 
 
 def write_image(
@@ -38,38 +61,166 @@ def write_image(
     overwrite: bool = False,
     metadata: dict[str, str] | None = None,
     synthetic: bool = True,
+    outputs: StagedOutputs | None = None,
 ) -> Path:
     """Write ``image`` as NIfTI, NRRD or MetaImage (by extension), atomically.
 
     Args:
         image: any SimpleITK image (written with its pixel type and geometry).
         path: destination; the extension picks the format (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``,
-            ``.mhd``). Missing parent folders are created.
-        overwrite: replace an existing file.
+            ``.mhd``, lower case). Missing parent folders are created. ``.nhdr`` and ``.mhd`` also write a data
+            file beside it (``.raw.gz``, ``.zraw``).
+        overwrite: replace existing files.
         metadata: key-value pairs stored in the file: NRRD/MetaImage fields; NIfTI keeps only its 80-character
             ``descrip`` (``metadata["descrip"]``, else ``"MedTrans SYNTHETIC <target>"`` for synthetic images).
             Metadata already on ``image`` is not written.
         synthetic: add :data:`SYNTHETIC_METADATA` (``MedTrans_Synthetic=true`` ...) so readers can tell.
+        outputs: stage the file with the other outputs of a run (they are committed together by their owner);
+            by default the file is moved into place before this returns.
 
     Returns:
         the path written.
 
     Raises:
-        InputError: unknown extension, an existing file without ``overwrite``, or the writer failed.
+        InputError: unknown or upper-case extension, or an existing file without ``overwrite``.
+        OutputError: the writer failed (e.g. a full disk); nothing is left behind.
     """
     path = Path(path).expanduser()
-    fmt = format_of(path)
+    fmt = output_format(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name ending in .nii.gz, .nrrd or .mha")
+    existing = [f for f in output_files(path) if f.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} already exists; pass --overwrite to replace it")
+    out = _with_metadata(image, fmt, metadata or {}, synthetic)
+    *companions, _ = output_files(path)
+    with staged(outputs) as staging:
+        _write_checked(out, staging.file(path, companions=companions), path)
+    return path
+
+
+def write_text(path: str | Path, text: str, *, overwrite: bool = False, outputs: StagedOutputs | None = None) -> Path:
+    """Write a UTF-8 text file (JSON, CSV) atomically, refusing an existing file unless ``overwrite``.
+
+    Args:
+        path: destination (missing folders are created).
+        text: the whole content.
+        overwrite: replace an existing file.
+        outputs: stage it with the other outputs of a run (committed together by their owner).
+
+    Raises:
+        InputError: ``path`` is a folder, or exists without ``overwrite``.
+        OutputError: the write failed (nothing is left behind).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass --overwrite to replace it")
-    out = _with_metadata(image, fmt, metadata or {}, synthetic)
-    with atomic_file(path) as staged:
+    with staged(outputs) as staging:
+        target = staging.file(path)
         try:
-            sitk.WriteImage(out, str(staged), useCompression=True)
-        except RuntimeError as err:
-            raise InputError(f"could not write {path}: {error_line(err)}") from None
+            target.write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise OutputError(
+                f"could not write {path}: {failure_reason(target.parent, err.strerror or str(err))}"
+            ) from None
     return path
+
+
+def failure_reason(folder: Path, reason: str) -> str:
+    """``reason`` for a failed write, saying so when the disk is full (writers often report that obscurely)."""
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return reason
+    free = stat.f_bavail * stat.f_frsize
+    return f"no space left on the device ({free // 1024} KiB free; {reason})" if free < _FULL_DISK_BYTES else reason
+
+
+def check_image_file(path: Path, image: sitk.Image, shown: Path | None = None) -> None:
+    """Refuse an incomplete image file: SimpleITK's NIfTI writer returns normally after a short write (a full disk).
+
+    Args:
+        path: the file just written.
+        image: what was written to it.
+        shown: the name to give in the error (default ``path``).
+
+    Raises:
+        OutputError: the file is shorter than its header plus the voxels.
+    """
+    problem = _nifti_problem(path, image) if format_of(path) == "nifti" else None
+    if problem is not None:
+        raise OutputError(f"could not write {shown or path}: {failure_reason(path.parent, problem)}")
+
+
+def _write_checked(image: sitk.Image, staged_path: Path, path: Path) -> None:
+    """Write ``image`` to ``staged_path``, raising ``OutputError`` (naming ``path``) when the file is not complete."""
+    with native_stderr() as printed:
+        try:
+            sitk.WriteImage(image, str(staged_path), useCompression=True)
+        except RuntimeError as err:
+            raise OutputError(
+                f"could not write {path}: {failure_reason(staged_path.parent, error_line(err))}"
+            ) from None
+        check_image_file(staged_path, image, shown=path)
+    for line in printed:  # warnings of a successful write are passed on
+        print(line, file=sys.stderr)
+
+
+def _nifti_problem(path: Path, image: sitk.Image) -> str | None:
+    """Why the NIfTI file at ``path`` is shorter than header plus voxels, or ``None`` when it is complete."""
+    data = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+    compressed = path.name.endswith(".gz")
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            offset = _nifti_data_offset(f.read(540))
+        if offset is None:
+            return "the file is incomplete (no NIfTI header)"
+        expected = offset + data
+        if compressed:  # the gzip trailer ends with the uncompressed length (mod 2**32); a cut file lacks it
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                complete = int.from_bytes(f.read(4), "little") == expected % 2**32
+        else:
+            complete = path.stat().st_size >= expected
+    except (OSError, EOFError):
+        return "the file is incomplete"
+    return None if complete else "the file is incomplete"
+
+
+def _nifti_data_offset(header: bytes) -> int | None:
+    """``vox_offset`` of a NIfTI-1 or NIfTI-2 header (either byte order), or ``None``."""
+    for order in "<>":
+        if len(header) >= 112 and struct.unpack(order + "i", header[:4])[0] == 348:
+            return int(struct.unpack(order + "f", header[108:112])[0])
+        if len(header) >= 176 and struct.unpack(order + "i", header[:4])[0] == 540:
+            return int(struct.unpack(order + "q", header[168:176])[0])
+    return None
+
+
+@contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Collect what native code prints on file descriptor 2 meanwhile (the NIfTI writer reports short writes there),
+    so a failed write is one error line rather than the library's words plus ours."""
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        saved = None
+    if saved is None:
+        yield lines
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(line for line in capture.read().decode("utf-8", "replace").splitlines() if line.strip())
 
 
 def _with_metadata(image: sitk.Image, fmt: str, metadata: dict[str, str], synthetic: bool) -> sitk.Image:
@@ -91,23 +242,6 @@ def _with_metadata(image: sitk.Image, fmt: str, metadata: dict[str, str], synthe
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a staging path for ``path``; on success move what was written there into place, else remove it.
-
-    Detached formats (``.nhdr``, ``.mhd``) write a data file beside the header: every file written in the
-    staging folder is moved, the header last.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield staging / path.name
-        for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
-            os.replace(written, path.parent / written.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextmanager
 def atomic_folder(folder: Path, *, overwrite: bool, replaceable: str) -> Iterator[Path]:
     """Yield an empty staging folder that becomes ``folder`` on success; remove it on failure.
 
@@ -118,30 +252,7 @@ def atomic_folder(folder: Path, *, overwrite: bool, replaceable: str) -> Iterato
         replaceable: glob of the files a previous write left, e.g. ``"*.dcm"``.
 
     Raises:
-        InputError: ``folder`` is a file, or holds files and may not (or cannot safely) be replaced.
+        OutputError: ``folder`` is a file, or holds files and may not (or cannot safely) be replaced.
     """
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder} is a file; give a folder for the DICOM series")
-    existing = list(folder.iterdir()) if folder.exists() else []
-    if existing and not overwrite:
-        raise InputError(f"{folder} already exists and is not empty; pass --overwrite to replace it")
-    if existing and set(existing) != set(folder.glob(replaceable)):
-        raise InputError(
-            f"{folder} holds files other than {replaceable}; refusing to replace it, choose another folder"
-        )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    trash = staging.with_suffix(".old")
-    try:
-        yield staging
-        if folder.exists():
-            os.replace(folder, trash)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if trash.exists():
-                os.replace(trash, folder)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(trash, ignore_errors=True)
+    with StagedOutputs() as outputs:
+        yield outputs.folder(folder, overwrite=overwrite, replaceable=replaceable)

@@ -40,6 +40,8 @@ class Translator(ABC):
     dtype: torch.dtype = torch.float32
     #: True when repeated sampling with different seeds gives different results (uncertainty maps).
     stochastic: bool = False
+    #: the sampler a diffusion family runs (``None`` for the others); see :meth:`use_sampler`.
+    sampler: str | None = None
 
     def __init__(self, bundle: Bundle, device: torch.device | str = "cpu") -> None:
         self.bundle = bundle
@@ -56,6 +58,9 @@ class Translator(ABC):
     def default_steps(self) -> int | None:
         sampler = self.bundle.metadata.get("sampler") or {}
         return sampler.get("default_steps")
+
+    def use_sampler(self, sampler: str) -> None:
+        """Choose a diffusion family's sampler (``--sampler``); the others have none and ignore it, like ``steps``."""
 
     def prepare(self, source: torch.Tensor, mask: torch.Tensor, source_modality: str, target_modality: str) -> None:
         """Called once with the whole normalised volume before any window is translated.
@@ -84,8 +89,25 @@ class Translator(ABC):
         return None
 
     def bytes_per_window_voxel(self) -> float:
-        """Rough peak memory per voxel of one window, for the memory guard (override for big networks)."""
-        return 64.0
+        """Rough peak memory per voxel of one window, its output included, for the memory guard.
+
+        The default suits a voxel-wise map (a float64 output and a temporary); networks override it. The guard
+        runs before the model is built (:meth:`window_bytes_per_voxel`), so an override may use ``self.bundle``
+        but nothing a subclass's ``__init__`` sets.
+        """
+        return 12.0
+
+    @classmethod
+    def window_bytes_per_voxel(cls, bundle: Bundle) -> float:
+        """:meth:`bytes_per_window_voxel` from the bundle's metadata alone, without loading any weight."""
+        probe = cls.__new__(cls)
+        Translator.__init__(probe, bundle)
+        return float(probe.bytes_per_window_voxel())
+
+    @classmethod
+    def refines_pointwise_base(cls) -> bool:
+        """Whether the family may refine a voxel-wise base (:meth:`pointwise_base`); the memory guard counts it."""
+        return cls.pointwise_base is not Translator.pointwise_base
 
     @abstractmethod
     def translate(

@@ -134,7 +134,7 @@ def test_unsupported_modalities_2d_images_and_nan_values_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_folder_with_several_series_reads_the_largest_and_says_so(tmp_path):
+def test_a_folder_with_several_series_is_refused_with_each_series_listed(tmp_path):
     small = write_dicom_series(oblique_ct(shape=(3, 8, 9)), tmp_path / "small", series_description="small")
     large = write_dicom_series(oblique_ct(shape=(6, 8, 9)), tmp_path / "large", series_description="large")
     mixed = tmp_path / "mixed"
@@ -142,6 +142,6 @@ def test_a_folder_with_several_series_reads_the_largest_and_says_so(tmp_path):
     for folder in (small, large):
         for path in folder.glob("*.dcm"):
             shutil.copy(path, mixed / f"{folder.name}_{path.name}")
-    image, info = read_image(mixed)
-    assert image.GetDepth() == 6 and info.series_description == "SYNTHETIC large"
-    assert info.metadata["dicom_series_count"] == "2" and "2 DICOM series" in info.metadata["series_note"]
+    # Reading the larger one silently once hid the other; the user picks the series by its folder instead.
+    with pytest.raises(InputError, match=r"holds 2 DICOM series.*'SYNTHETIC large' \(6 files\).*'SYNTHETIC small' \(3"):
+        read_image(mixed)

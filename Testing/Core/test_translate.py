@@ -21,7 +21,7 @@ def tiny_identity_bundle(path, spacing=(1.5, 1.5, 3.0), grid=(8, 8, 8)):
         "pairs": [["CT", "CT"], ["CBCT", "CT"]],
         "spacing": list(spacing) if spacing else None,
         "grid": list(grid) if grid else None,
-        "normalisation": {},
+        "normalisation": {"scheme": "MedTransCore.modalities"},
         "sampler": None,
         "network": {},
         "training": {"command": "none", "data": "none"},
