@@ -13,6 +13,10 @@ class InputError(MedTransError, ValueError):
     """An input image, path or option that cannot be used (message says why and what to do)."""
 
 
+class OutputError(InputError):
+    """An output that cannot be written (a bad path, no permission, a full disk); nothing of the run is left behind."""
+
+
 class BundleError(MedTransError):
     """A model bundle that is missing, malformed, or fails its integrity check."""
 

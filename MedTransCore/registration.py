@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .io.reading import error_line
 from .metrics import grid_difference
 
 SHRINK_FACTORS = (4, 2, 1)
@@ -29,6 +30,9 @@ ITERATIONS_PER_LEVEL = 200
 # Register bin-shrunk copies of at most this many voxels: ITK smooths the full-resolution moving image at every
 # level, which costs minutes at 512^2 x 300, while a ~1.5-2 mm working grid still gives sub-millimetre alignment.
 WORKING_VOXELS = 128**3
+# The coarsest level shrinks by 4 and smooths, which ITK refuses below about 2 voxels per axis there (measured:
+# 7^3 fails, 8^3 works); fewer voxels than this per axis cannot be registered, and rotations need some depth anyway.
+MIN_VOXELS_PER_AXIS = 8
 
 
 @dataclass
@@ -54,6 +58,11 @@ class RegistrationResult:
 def _check_volume(image: sitk.Image, name: str) -> None:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name} must be a scalar 3D image to register it")
+    if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
+        raise InputError(
+            f"{name} is too small to register ({'x'.join(map(str, image.GetSize()))} voxels); rigid registration "
+            f"needs at least {MIN_VOXELS_PER_AXIS} voxels along every axis"
+        )
 
 
 def _working_copy(image: sitk.Image) -> sitk.Image:
@@ -61,7 +70,10 @@ def _working_copy(image: sitk.Image) -> sitk.Image:
     size, spacing = np.asarray(image.GetSize()), np.asarray(image.GetSpacing())
     factors = np.ones(3, dtype=int)
     while np.prod(size // factors) > WORKING_VOXELS:
-        factors[np.argmin(spacing * factors)] += 1
+        shrinkable = size // (factors + 1) >= MIN_VOXELS_PER_AXIS  # never below what can be registered
+        if not shrinkable.any():
+            break
+        factors[np.argmin(np.where(shrinkable, spacing * factors, np.inf))] += 1
     image = sitk.Cast(image, sitk.sitkFloat32)
     return image if factors.max() == 1 else sitk.BinShrink(image, factors.tolist())
 
@@ -93,7 +105,8 @@ def register_rigid(
         The resampled image, the transform and a summary (see :class:`RegistrationResult`).
 
     Raises:
-        InputError: an image is not a scalar 3D volume, or the mask is not on the fixed grid.
+        InputError: an image is not a scalar 3D volume or has fewer than ``MIN_VOXELS_PER_AXIS`` voxels along an
+            axis, the mask is not on the fixed grid, or ITK cannot register the pair (its reason is given).
     """
     _check_volume(fixed, "the fixed image")
     _check_volume(moving, "the moving image")
@@ -143,7 +156,10 @@ def register_rigid(
     method.AddCommand(sitk.sitkIterationEvent, on_iteration)
     # Repeatable: random sampling is seeded and one thread sums the metric in a fixed order.
     method.SetNumberOfThreads(1)
-    method.Execute(fixed_float, moving_float)
+    try:
+        method.Execute(fixed_float, moving_float)
+    except RuntimeError as err:
+        raise InputError(f"rigid registration failed: {error_line(err)}") from None
 
     resampled = sitk.Resample(
         moving,

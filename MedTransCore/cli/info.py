@@ -1,10 +1,9 @@
-"""Small sub-commands: ``models`` (what is installed), ``benchmark`` (speed/memory table), ``web`` (browser app)."""
+"""Small sub-commands: ``models`` (what is installed) and ``benchmark`` (speed/memory table)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..bundles import SHIPPED_DIR, installed_bundles, user_model_dirs
@@ -25,19 +24,17 @@ def add_parser(sub) -> None:
     p.add_argument("--family", action="append", help="only bundles of this family (repeatable)")
     p.set_defaults(run=run_benchmark)
 
-    p = sub.add_parser("web", help="start the browser front end (trame-slicer) on 127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.set_defaults(run=run_web)
-
 
 def run_models(args: argparse.Namespace) -> int:
-    bundles = installed_bundles()
+    from ..bundles import broken_bundles
+
+    bundles, broken = installed_bundles(), broken_bundles()  # broken: folders that do not load, with the reason
     if args.json:
         rows = [
             {"name": b.name, "path": str(b.path), **{k: b.metadata[k] for k in ("family", "version", "pairs")}}
             for b in bundles
         ]
+        rows += [{"name": b.name, "path": str(b.path), "broken": b.reason} for b in broken]
         print(json.dumps(rows, indent=2))
         return 0
     print(f"shipped: {SHIPPED_DIR}\nuser:    {', '.join(map(str, user_model_dirs()))}\n")
@@ -45,6 +42,8 @@ def run_models(args: argparse.Namespace) -> int:
         pairs = b.pairs
         shown = ", ".join(f"{s}->{t}" for s, t in pairs[:6]) + (f", ... ({len(pairs)} pairs)" if len(pairs) > 6 else "")
         print(f"{b.name:<24} {b.family:<20} {b.metadata['version']:<8} {shown}")
+    for b in broken:
+        print(f"{b.name:<24} BROKEN: {b.reason}")
     if not bundles:
         print("no models installed")
     return 0
@@ -62,12 +61,3 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
-
-
-def run_web(args: argparse.Namespace) -> int:
-    try:
-        from MedTransWeb.app import main as web_main  # optional front end; MedTransCore never needs it
-    except ImportError as exc:
-        print(f"error: the browser front end is not installed ({exc}); run `make web`", file=sys.stderr)
-        return 1
-    return web_main(["--port", str(args.port), "--host", args.host]) or 0

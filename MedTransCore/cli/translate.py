@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
-from .options import add_modality_option, add_model_options
-from .outputs import check_output_path, synthetic_metadata, write_synthetic
+from .options import add_modality_option, add_model_options, add_overwrite_option, bounded_int
+from .outputs import image_output, plan_outputs, synthetic_metadata, synthetic_output, write_synthetic
 from .progress import ProgressPrinter
 
 DEFAULT_SAMPLES = 5
+# Each sample is a whole translation; the spread needs at least two.
+MIN_SAMPLES, MAX_SAMPLES = 2, 100
 
 
 def add_parser(sub) -> None:
@@ -21,23 +22,32 @@ def add_parser(sub) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="image file, or a folder for a DICOM series (CT)")
     add_model_options(p)
     p.add_argument("--uncertainty", type=Path, metavar="STD_OUT", help="also write the voxel-wise std over samples")
-    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples for --uncertainty (default 5)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--samples",
+        type=bounded_int(MIN_SAMPLES, MAX_SAMPLES),
+        default=DEFAULT_SAMPLES,
+        help=f"samples for --uncertainty, {MIN_SAMPLES} to {MAX_SAMPLES} (default {DEFAULT_SAMPLES})",
+    )
+    add_overwrite_option(p)
     p.add_argument("--progress-format", choices=("bar", "lines"), default="bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports (torch, MONAI, matplotlib) load only for the command that runs.
-    from ..io import read_image, write_image
-    from ..translate import translate_image
+    from ..io import read_header, read_image, write_image
+    from ..io.staging import StagedOutputs
+    from ..translate import check_file_memory, translate_image
 
-    outputs = [args.output] + ([args.uncertainty] if args.uncertainty else [])
-    for output in outputs:
-        check_output_path(output, [args.input], args.overwrite)
-    if args.uncertainty and args.uncertainty == args.output:
-        raise InputError("--uncertainty must differ from --output")
-    image, info = read_image(args.input)
+    wanted = [synthetic_output(args.output, args.target_modality)]
+    if args.uncertainty:
+        wanted.append(image_output(args.uncertainty, "--uncertainty"))
+    output, *uncertainty = plan_outputs(wanted, [args.input], overwrite=args.overwrite)
+    # The memory guard sees the declared size before a voxel is read (a gzip bomb, a 6 m resampling grid).
+    header = read_header(args.input)
+    samples = args.samples if args.uncertainty else 0
+    check_file_memory(header, args.source_modality, args.target_modality, model=args.model, samples=samples)
+    image, info = read_image(args.input, header=header)
     progress = ProgressPrinter(args.progress_format)
     try:
         result = translate_image(
@@ -46,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             args.target_modality,
             model=args.model,
             steps=args.steps,
+            sampler=args.sampler,
             seed=args.seed,
             device=args.device,
             uncertainty_samples=args.samples if args.uncertainty else 0,
@@ -57,15 +68,20 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     for text in result.warnings:
         progress.warning(text)
-    written = write_synthetic(result.image, args.output, result.settings, args.overwrite)
-    std_path = None
-    if result.uncertainty is not None:
-        meta = synthetic_metadata({**result.settings, "map": "uncertainty (std)"})
-        std_path = write_image(result.uncertainty, args.uncertainty, overwrite=args.overwrite, metadata=meta)
-    progress.result({"output": str(written), "uncertainty": str(std_path) if std_path else None, **result.settings})
+    with StagedOutputs() as staged:  # the synthetic volume and its uncertainty appear together or not at all
+        write_synthetic(result.image, output.target, result.settings, args.overwrite, outputs=staged)
+        if uncertainty:
+            meta = synthetic_metadata({**result.settings, "map": "uncertainty (std)"})
+            write_image(
+                result.uncertainty, uncertainty[0].target, overwrite=args.overwrite, metadata=meta, outputs=staged
+            )
+    std_path = uncertainty[0].path if uncertainty else None
+    progress.result({"output": str(output.path), "uncertainty": str(std_path) if std_path else None, **result.settings})
     if args.progress_format == "bar":
         s = result.settings
-        print(f"wrote SYNTHETIC {s['target_modality']} to {written} (model {s['model']} {s['version']}, {s['device']})")
+        print(
+            f"wrote SYNTHETIC {s['target_modality']} to {output.path} (model {s['model']} {s['version']}, {s['device']})"
+        )
         if std_path:
             print(f"wrote uncertainty (std over {args.samples} samples) to {std_path}")
     return 0

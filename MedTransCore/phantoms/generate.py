@@ -22,6 +22,9 @@ from .tissues import Label, as_dict, label_names, sample_tissues, tissue_table
 PHANTOM_MODALITIES: tuple[str, ...] = tuple(MODALITIES)
 # Independent random streams (numpy SeedSequence keys): a subset of modalities gives the same arrays.
 _GEOMETRY, _TISSUES, _TEXTURE, _BIAS, _NOISE, _MODALITY0 = 0, 1, 2, 3, 4, 10
+# Voxels per axis: below 8 there is no anatomy; above 512 one case needs tens of GB (nine float32 volumes and
+# their float64 temporaries), so it is refused before anything is allocated.
+MIN_SIZE, MAX_SIZE = 8, 512
 
 
 @dataclass
@@ -87,10 +90,10 @@ def _check(anatomy, seed, shape, spacing, modalities) -> tuple[tuple[int, ...], 
         raise InputError(f"unknown phantom anatomy {anatomy!r}; choose one of {', '.join(ANATOMIES)}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    if len(shape) != 3 or any(int(n) != n or n < 8 for n in shape):
-        raise InputError(f"shape must be three integers >= 8 (x, y, z), got {shape!r}")
-    if len(spacing) != 3 or any(not s > 0 for s in spacing):
-        raise InputError(f"spacing must be three positive sizes in mm (x, y, z), got {spacing!r}")
+    if len(shape) != 3 or any(int(n) != n or not MIN_SIZE <= n <= MAX_SIZE for n in shape):
+        raise InputError(f"shape must be three integers from {MIN_SIZE} to {MAX_SIZE} (x, y, z), got {shape!r}")
+    if len(spacing) != 3 or any(not 0 < s < np.inf for s in spacing):
+        raise InputError(f"spacing must be three positive finite sizes in mm (x, y, z), got {spacing!r}")
     keys = list(PHANTOM_MODALITIES) if modalities is None else list(modalities)
     unknown = [k for k in keys if k not in PHANTOM_MODALITIES]
     if unknown:
@@ -110,7 +113,7 @@ def generate_phantom(
     Args:
         anatomy: ``"head"`` or ``"pelvis"`` (``ANATOMIES``).
         seed: non-negative integer; the same seed gives bit-identical arrays.
-        shape: voxels along (x, y, z).
+        shape: voxels along (x, y, z), each from ``MIN_SIZE`` to ``MAX_SIZE``.
         spacing: voxel size along (x, y, z) in mm; the volume is centred at the origin, identity direction.
         modalities: registry keys to simulate (default: all of ``PHANTOM_MODALITIES``); each modality has
             its own random stream, so a subset gives the same images as the full set.
