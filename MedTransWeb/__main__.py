@@ -1,4 +1,4 @@
-"""``python -m MedTransWeb [--port PORT] [--host HOST]``."""
+"""``python -m MedTransWeb [--host HOST] [--port PORT] [--max-upload-mb MB]`` (the same as ``medtrans web``)."""
 
 from MedTransWeb.app import main
 

@@ -93,7 +93,7 @@ def saveCbctOnlyBundle(folder: Path):
         "pairs": [["CBCT", "CT"]],
         "spacing": None,
         "grid": None,
-        "normalisation": {},
+        "normalisation": {"scheme": "MedTransCore.modalities"},
         "sampler": None,
         "network": {},
         "training": {},
