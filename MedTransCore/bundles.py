@@ -2,13 +2,15 @@
 
 Loading never unpickles (safetensors only) and checks every weight file's sha256 against the metadata.
 Bundles are found in the shipped folder (``MedTransCore/models/bundles``), in ``$MEDTRANS_MODELS``
-and in ``~/.medtrans/models``.
+and in ``~/.medtrans/models``. A folder there whose bundle does not load is *broken*: it is listed with the reason
+(:func:`broken_bundles`), and naming it says why instead of "no model named".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -20,9 +22,11 @@ from .errors import BundleError, InputError
 from .modalities import MODALITIES, get_modality
 
 SCHEMA_VERSION = 1
-# Preferred family when no model is named: trained models first, then the baselines. unet before aldm: on every
-# pair both shipped families list, the unet had the better held-out SSIM (MAE within 0.01), at a fraction of the
-# time; an ALDM bundle is used when named (--model) or when it is the only trained model for the pair.
+# Preferred family when no model is named: trained models first, then the baselines. unet before aldm: on the four
+# pairs both shipped families list (CT/CBCT -> MR T2/FLAIR), phantom-head-unet has the higher test SSIM (0.22-0.30
+# against 0.14-0.15) and, except CBCT -> MR FLAIR, PSNR; phantom-head-aldm has the lower test MAE (by 0.001 to 0.037
+# on the [0, 1] MR scale); the unet also runs faster (README, Benchmark). An ALDM bundle is used when named (--model)
+# or when it is the only trained model for the pair.
 FAMILY_PRIORITY = ("unet", "aldm", "histogram_matching", "identity")
 SHIPPED_DIR = Path(__file__).parent / "models" / "bundles"
 # Fields every metadata.json must have, with their JSON types.
@@ -44,6 +48,11 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "licence": str,
     "weights": dict,
 }
+# Sane bounds: a bundle's spacing (mm) and grid (voxels per axis) size every resampling and sliding window.
+SPACING_RANGE_MM = (0.1, 20.0)
+GRID_RANGE = (1, 1024)
+MAX_METADATA_BYTES = 16 << 20
+MAX_METADATA_DEPTH = 32
 
 
 def user_model_dirs() -> list[Path]:
@@ -63,29 +72,78 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (iterative: a hostile file cannot exhaust the stack here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_METADATA_DEPTH:
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate_metadata(meta: Any, where: str = "metadata.json") -> dict:
-    """Check the bundle schema; raise ``BundleError`` naming the first problem."""
+    """Check the bundle schema; raise ``BundleError`` naming the first problem and its field.
+
+    Beyond the JSON types: known modalities and pairs among them, ``spacing`` three numbers within
+    :data:`SPACING_RANGE_MM`, ``grid`` three integers within :data:`GRID_RANGE`, a non-empty ``normalisation``,
+    nesting at most :data:`MAX_METADATA_DEPTH` deep, and plain ``*.safetensors`` weight names with sha256 digests.
+    """
     if not isinstance(meta, dict):
         raise BundleError(f"{where}: expected a JSON object")
+    if _depth(meta) > MAX_METADATA_DEPTH:
+        raise BundleError(f"{where}: nested more than {MAX_METADATA_DEPTH} levels deep")
     for field, kind in REQUIRED_FIELDS.items():
         if field not in meta:
             raise BundleError(f"{where}: missing field {field!r}")
-        if not isinstance(meta[field], kind):
+        if not isinstance(meta[field], kind) or (kind is int and isinstance(meta[field], bool)):
             raise BundleError(f"{where}: field {field!r} has the wrong type ({type(meta[field]).__name__})")
     if meta["schema_version"] != SCHEMA_VERSION:
         raise BundleError(
             f"{where}: schema_version {meta['schema_version']} is not supported (expected {SCHEMA_VERSION})"
         )
+    from .models.registry import FAMILY_NAMES  # no torch
+
+    if meta["family"] not in FAMILY_NAMES:
+        raise BundleError(
+            f"{where}: field 'family': unknown model family {meta['family']!r}; this MedTrans knows: "
+            + ", ".join(FAMILY_NAMES)
+        )
     for key in meta["modalities"]:
-        if key not in MODALITIES:
-            raise BundleError(f"{where}: unknown modality {key!r}")
+        if not isinstance(key, str) or key not in MODALITIES:
+            raise BundleError(f"{where}: field 'modalities': unknown modality {key!r}")
     for pair in meta["pairs"]:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(p in meta["modalities"] for p in pair)):
-            raise BundleError(f"{where}: pair {pair!r} must be [source, target] among the bundle's modalities")
-    for name in ("spacing", "grid"):
-        value = meta[name]
-        if value is not None and not (len(value) == 3 and all(isinstance(v, (int, float)) and v > 0 for v in value)):
-            raise BundleError(f"{where}: {name} must be three positive numbers (x, y, z) or null")
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(p, str) and p in meta["modalities"] for p in pair)
+        ):
+            raise BundleError(f"{where}: field 'pairs': pair {pair!r} must be [source, target] among the modalities")
+    spacing, grid = meta["spacing"], meta["grid"]
+    low, high = SPACING_RANGE_MM
+    if spacing is not None and not (len(spacing) == 3 and all(_is_number(v) and low <= v <= high for v in spacing)):
+        raise BundleError(
+            f"{where}: field 'spacing' must be three numbers from {low} to {high} mm (x, y, z) or null, got {spacing}"
+        )
+    low, high = GRID_RANGE
+    if grid is not None and not (
+        len(grid) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in grid)
+    ):
+        raise BundleError(
+            f"{where}: field 'grid' must be three whole numbers of voxels from {low} to {high} (x, y, z) or null, "
+            f"got {grid}"
+        )
+    if not meta["normalisation"]:
+        raise BundleError(
+            f"{where}: field 'normalisation' is empty; it must say how inputs are normalised "
+            '(e.g. {"scheme": "MedTransCore.modalities"})'
+        )
     for filename, digest in meta["weights"].items():
         if not filename.endswith(".safetensors") or "/" in filename or "\\" in filename:
             raise BundleError(f"{where}: weight file {filename!r} must be a plain *.safetensors name")
@@ -148,10 +206,16 @@ def load_bundle(path: str | Path) -> Bundle:
     meta_path = path / "metadata.json"
     if not meta_path.is_file():
         raise BundleError(f"{path} is not a model bundle (no metadata.json)")
+    if meta_path.stat().st_size > MAX_METADATA_BYTES:
+        raise BundleError(f"{meta_path}: larger than {MAX_METADATA_BYTES >> 20} MB; not a bundle's metadata")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{meta_path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise BundleError(f"{meta_path}: nested more than {MAX_METADATA_DEPTH} levels deep") from None
     validate_metadata(meta, str(meta_path))
     for filename in meta["weights"]:
         if not (path / filename).is_file():
@@ -193,32 +257,81 @@ def save_bundle(directory: str | Path, metadata: dict, weights: dict[str, dict])
     return load_bundle(directory)
 
 
-def installed_bundles() -> list[Bundle]:
-    """Every valid bundle in the shipped folder and the user folders (invalid ones are skipped)."""
+@dataclass
+class BrokenBundle:
+    """A folder in a model folder whose bundle does not load.
+
+    Attributes:
+        path: the folder.
+        name: the ``name`` its metadata gives when that much can be read, else the folder name.
+        reason: the loading error.
+    """
+
+    path: Path
+    name: str
+    reason: str
+
+
+def _claimed_name(folder: Path) -> str:
+    """The metadata's ``name`` when the file parses and has one, else the folder name (for messages only)."""
+    try:
+        name = json.loads((folder / "metadata.json").read_bytes().decode("utf-8")).get("name")
+    except (ValueError, RecursionError, AttributeError, OSError):
+        return folder.name
+    return name if isinstance(name, str) and name else folder.name
+
+
+def scan_bundles() -> tuple[list[Bundle], list[BrokenBundle]]:
+    """Every bundle folder of the shipped folder and the user folders: ``(valid, broken)``.
+
+    A name found twice resolves to the first folder (shipped, then ``$MEDTRANS_MODELS``, then ``~/.medtrans/models``).
+    Hidden folders are bundles being written (save_bundle's temporary folder) and are not looked at.
+    """
     found: dict[str, Bundle] = {}
+    broken: list[BrokenBundle] = []
     for root in [SHIPPED_DIR, *user_model_dirs()]:
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
-            # Hidden folders are bundles being written (save_bundle's temporary folder).
-            if not child.name.startswith(".") and (child / "metadata.json").is_file():
-                try:
-                    bundle = load_bundle(child)
-                except BundleError:
-                    continue
-                found.setdefault(bundle.name, bundle)
-    return list(found.values())
+            if child.name.startswith(".") or not (child / "metadata.json").is_file():
+                continue
+            try:
+                bundle = load_bundle(child)
+            except BundleError as exc:
+                broken.append(BrokenBundle(child, _claimed_name(child), str(exc)))
+                continue
+            found.setdefault(bundle.name, bundle)
+    return list(found.values()), broken
+
+
+def installed_bundles() -> list[Bundle]:
+    """Every valid bundle in the shipped folder and the user folders (see :func:`broken_bundles` for the rest)."""
+    return scan_bundles()[0]
+
+
+def broken_bundles() -> list[BrokenBundle]:
+    """Every bundle folder in the shipped folder and the user folders that does not load, with the reason."""
+    return scan_bundles()[1]
 
 
 def find_bundle(name_or_dir: str | Path) -> Bundle:
-    """Resolve a bundle by folder path or installed name."""
+    """Resolve a bundle by folder path or installed name.
+
+    Raises:
+        BundleError: ``model X is broken: <reason>`` for a broken installed bundle of that name (or folder name),
+            else ``no model named X`` with the installed names.
+    """
     path = Path(name_or_dir).expanduser()
     if path.is_dir():
         return load_bundle(path)
-    for bundle in installed_bundles():
+    bundles, broken = scan_bundles()
+    for bundle in bundles:
         if bundle.name == str(name_or_dir):
             return bundle
-    names = ", ".join(b.name for b in installed_bundles()) or "none"
+    for entry in broken:
+        if str(name_or_dir) in (entry.name, entry.path.name):
+            raise BundleError(f"model {str(name_or_dir)!r} is broken: {entry.reason}")
+    names = ", ".join(b.name for b in bundles) or "none"
     raise BundleError(f"no model named {str(name_or_dir)!r}; installed: {names}")
 
 

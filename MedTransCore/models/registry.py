@@ -1,16 +1,20 @@
 """Model family name -> ``Translator`` class, imported lazily (a family's heavy imports load only when used).
 
 A bundle's ``family`` field picks its class here. To add a family, add one ``"name": "module:Class"`` line
-to ``_FAMILY_PATHS``.
+to ``_FAMILY_PATHS``. Importing this module is cheap (no torch): ``MedTransCore.bundles`` checks a bundle's family
+against :data:`FAMILY_NAMES` when it loads the metadata.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from ..errors import BundleError
-from .base import Translator
+
+if TYPE_CHECKING:
+    from .base import Translator
 
 _FAMILY_PATHS: dict[str, str] = {
     # trained families
@@ -20,6 +24,8 @@ _FAMILY_PATHS: dict[str, str] = {
     "identity": "MedTransCore.models.baselines:IdentityTranslator",
     "histogram_matching": "MedTransCore.models.baselines:HistogramMatchingTranslator",
 }
+#: The families this version of MedTrans can run.
+FAMILY_NAMES: tuple[str, ...] = tuple(_FAMILY_PATHS)
 
 
 class _LazyFamilies(Mapping):
@@ -30,6 +36,8 @@ class _LazyFamilies(Mapping):
         self._loaded: dict[str, type[Translator]] = {}
 
     def __getitem__(self, family: str) -> type[Translator]:
+        from .base import Translator  # torch loads with the first family that is used
+
         if family not in self._loaded:
             module_name, class_name = self._paths[family].split(":")
             cls = getattr(importlib.import_module(module_name), class_name)

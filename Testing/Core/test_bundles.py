@@ -17,7 +17,7 @@ def metadata(**overrides) -> dict:
         "pairs": [["CBCT", "CT"]],
         "spacing": [2.0, 2.0, 2.0],
         "grid": [16, 16, 16],
-        "normalisation": {},
+        "normalisation": {"scheme": "MedTransCore.modalities"},
         "sampler": None,
         "network": {},
         "training": {"command": "none", "data": "none"},

@@ -95,7 +95,7 @@ def tiny_unet_bundle(
         "pairs": [["CBCT", "CT"], ["MR_T1", "CT"]],
         "spacing": [2.0, 2.0, 2.0],
         "grid": [16, 16, 16],
-        "normalisation": {},
+        "normalisation": {"scheme": "MedTransCore.modalities"},
         "sampler": None,
         "network": config,
         "training": {},

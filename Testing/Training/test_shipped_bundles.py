@@ -1,39 +1,148 @@
-"""The shipped trained bundles: they load, and re-evaluating them on their recorded held-out cases reproduces the
-metrics stored in their metadata (the numbers the README quotes)."""
+"""The shipped trained bundles: what their metadata records is consistent (every listed pair beat both baselines on
+the validation cases, the test cases are new), and re-scoring every listed pair and both baselines on the recorded test
+cases reproduces the stored test numbers (the numbers the README quotes)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from medtrans_training.data import case_loaders
-from medtrans_training.evaluate import evaluate_cases, summarise
-from MedTransCore.bundles import SHIPPED_DIR, load_bundle
+from medtrans_training.data import cases_from_spec
+from medtrans_training.evaluate import BASELINES, evaluate_cases
+from medtrans_training.selection import MIN_SSIM, RULE, beats, trained_pairs, training_cases
+from MedTransCore.bundles import SHIPPED_DIR, Bundle, load_bundle
+from MedTransCore.phantoms import generate_phantom
 
 TRAINED = sorted(
     path.name
     for path in SHIPPED_DIR.iterdir()
     if (path / "metadata.json").is_file() and load_bundle(path).family not in ("identity", "histogram_matching")
 )
+PHANTOM_PREFIX = "phantom:"
 
 
 def test_every_trained_family_ships_a_bundle():
     assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == {"unet", "aldm"}
 
 
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_listed_pair_beat_both_baselines_on_validation_and_is_reported_on_new_cases(name):
+    meta = load_bundle(SHIPPED_DIR / name).metadata
+    metrics = meta["metrics"]
+    validation, test = metrics["validation"], metrics["test"]
+    listed = {f"{s}->{t}" for s, t in meta["pairs"]}
+    trained = {f"{s}->{t}" for s, t in trained_pairs(meta)}
+    assert listed <= trained and listed | set(metrics["dropped_pairs"]) == trained
+    assert not listed & set(metrics["dropped_pairs"])
+    for pair in listed:
+        methods = validation["summary"][pair]
+        assert methods[name]["SSIM"] > MIN_SSIM, pair
+        for baseline in BASELINES:
+            for metric, better in RULE:
+                assert beats(methods[name][metric], methods[baseline][metric], better), (pair, baseline, metric)
+    assert set(test["summary"]) == listed
+    assert all(set(test["summary"][pair]) == {name, *BASELINES} for pair in listed)
+    trained_on = training_cases(meta)
+    assert trained_on, "the training cases must be known to prove the test cases are new"
+    for first, second in [(trained_on, validation["cases"]), (trained_on, test["cases"])]:
+        assert not set(first) & set(second)
+    assert not set(validation["cases"]) & set(test["cases"])
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_training_run_says_which_step_it_reached(name):
+    meta = load_bundle(SHIPPED_DIR / name).metadata
+    stages = [meta["training"], *meta.get("stages", {}).values()]
+    for stage in stages:
+        runs = stage["runs"]
+        assert [run["command"] for run in runs] == stage["commands"]
+        for run in runs:
+            assert run["status"] in ("finished", "stopped", "interrupted", "not recorded")
+            assert isinstance(run["step_reached"], int) or run["step_reached"] == "not recorded"
+        assert runs[-1]["step_reached"] == stage["steps"]
+
+
+@functools.cache
+def phantom_images(anatomy: str, seed: int, spacing: tuple[float, ...]) -> dict:
+    """One phantom per seed (all modalities; a subset gives the same arrays), shared by every bundle and pair."""
+    return generate_phantom(anatomy=anatomy, seed=seed, shape=(64, 64, 64), spacing=spacing).images
+
+
+def recorded_test_cases(bundle: Bundle) -> dict:
+    """``{case id: loader}`` of the recorded test cases, rebuilt as ``medtrans-train select`` built them."""
+    test, meta = bundle.metadata["metrics"]["test"], bundle.metadata
+    spec = test["data"]
+    if not spec.startswith(PHANTOM_PREFIX):
+        if not Path(spec).is_dir():
+            pytest.skip(f"its test data {spec} is not on this machine")
+        return dict(cases_from_spec(spec, meta["modalities"], meta["spacing"], split="test", cases=test["cases"]))
+    anatomy = spec.split(":")[1]
+    reference = cases_from_spec(spec, meta["modalities"], meta["spacing"])  # the ids select used
+    assert [case for case, _ in reference] == test["cases"]
+
+    def loader(seed: int):
+        return lambda: (
+            {key: phantom_images(anatomy, seed, tuple(meta["spacing"]))[key] for key in meta["modalities"]},
+            None,
+        )
+
+    return {case: loader(int(case.rsplit("-", 1)[1])) for case in test["cases"]}
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_the_stored_test_means_are_the_means_of_the_stored_test_cases(name):
+    test = load_bundle(SHIPPED_DIR / name).metadata["metrics"]["test"]
+    assert set(test["per_case"]) == set(test["summary"])
+    for pair, methods in test["summary"].items():
+        for method, values in methods.items():
+            cases = test["per_case"][pair][method]
+            assert len(cases) == values["cases"] and set(cases) <= set(test["cases"])
+            for metric in ("MAE", "SSIM", "PSNR"):
+                mean = sum(case[metric] for case in cases.values()) / len(cases)
+                assert mean == pytest.approx(values[metric], rel=1e-6), (pair, method, metric)
+
+
+#: Rows shared across bundles scored on the same phantoms (each baseline translates each case and pair once).
+ROWS: dict = {}
+#: MEDTRANS_CHECK_ALL_TEST_CASES=1 re-scores every recorded test case of every pair (minutes more on a CPU).
+ALL_CASES = os.environ.get("MEDTRANS_CHECK_ALL_TEST_CASES") == "1"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINED)
-def test_evaluating_a_shipped_bundle_on_its_held_out_cases_reproduces_its_stored_metrics(name):
+def test_rescoring_every_listed_pair_and_both_baselines_on_recorded_test_cases_reproduces_the_stored_scores(name):
+    """Every listed pair with the model and both baselines, on one recorded test case per pair (rotating, so every
+    case is used; all of them with MEDTRANS_CHECK_ALL_TEST_CASES=1), against the stored per-case scores."""
     bundle = load_bundle(SHIPPED_DIR / name)
-    data = bundle.metadata["training"]["data"]
-    if data.get("source") == "folder" and not Path(data["root"]).is_dir():
-        pytest.skip(f"its held-out data {data['root']} is not on this machine")
-    pair = tuple(bundle.pairs[0])
-    cases = case_loaders(data, "val")
-    assert [case for case, _ in cases] == bundle.metadata["metrics"]["cases"]
-    rows = evaluate_cases(bundle, cases, baselines=(), pairs=[pair], device="cpu")
-    measured = summarise(rows)["->".join(pair)][bundle.name]
-    stored = bundle.metadata["metrics"]["held_out"]["->".join(pair)][bundle.name]
-    for metric in ("MAE", "SSIM", "PSNR"):
-        assert measured[metric] == pytest.approx(stored[metric], rel=1e-3, abs=1e-4), metric
+    sampler = bundle.metadata.get("sampler") or {}
+    if sampler.get("scheduler"):
+        recorded = bundle.metadata["metrics"]["sampler"]
+        assert recorded == {"scheduler": sampler["scheduler"], "steps": sampler.get("default_steps")}, (
+            "the default sampler changed since the numbers were measured: run medtrans-train select again"
+        )
+    loaders, per_case = recorded_test_cases(bundle), bundle.metadata["metrics"]["test"]["per_case"]
+    started, checked = time.perf_counter(), 0
+    cache = ROWS if bundle.metadata["spacing"] == [3.0] * 3 else None
+    for index, (source, target) in enumerate(bundle.pairs):
+        stored = per_case[f"{source}->{target}"]
+        holding = sorted(stored[name])
+        chosen = holding if ALL_CASES else [holding[index % len(holding)]]
+        rows = evaluate_cases(
+            bundle, [(case, loaders[case]) for case in chosen], pairs=[(source, target)], device="cpu", cache=cache
+        )
+        assert {(row["case"], row["method"]) for row in rows} == {(c, m) for c in chosen for m in (name, *BASELINES)}
+        for row in rows:
+            expected = stored[row["method"]][row["case"]]
+            for metric in ("MAE", "SSIM", "PSNR"):
+                assert row[metric] == pytest.approx(expected[metric], rel=1e-3, abs=1e-4), (
+                    f"{source}->{target}",
+                    row["case"],
+                    row["method"],
+                    metric,
+                )
+            checked += 1
+    print(f"{name}: {checked} scores in {time.perf_counter() - started:.1f} s")

@@ -12,7 +12,6 @@ import SimpleITK as sitk
 import torch
 
 from medtrans_training.cli import main as train_main
-from medtrans_training.evaluate import split_pairs
 from medtrans_training.export import export_run
 from MedTransCore.bundles import load_bundle
 from MedTransCore.errors import BundleError
@@ -33,7 +32,13 @@ def read_jsonl(path):
 
 @pytest.fixture
 def data_root(tmp_path):
-    return write_simple_cases(tmp_path / "data")
+    return write_simple_cases(tmp_path / "data", count=4)
+
+
+def exportable(config: dict) -> dict:
+    """``config`` with case3 as its test case (export reports numbers on test cases only)."""
+    config["data"]["test_cases"] = ["case3"]
+    return config
 
 
 def test_a_tiny_gan_run_trains_logs_resumes_and_exports_a_bundle_that_translates_on_the_source_geometry(
@@ -41,6 +46,7 @@ def test_a_tiny_gan_run_trains_logs_resumes_and_exports_a_bundle_that_translates
 ):
     config = tiny_config(
         data_root,
+        data={"test_cases": ["case3"]},
         model={"loss": {"gan": 0.1}, "discriminator": {"channels": 4, "num_layers_d": 2}},
         train={"lr_schedule": "cosine"},
     )
@@ -73,8 +79,9 @@ def test_a_tiny_gan_run_trains_logs_resumes_and_exports_a_bundle_that_translates
     )
     assert meta["training"]["steps"] == 5 and meta["training"]["device"]["type"] == "cpu"
     assert meta["training"]["commands"][1].startswith("medtrans-train train --resume")
-    assert meta["metrics"]["cases"] == ["case2"] and meta["limitations"] == "test model"
-    assert set(meta["metrics"]["held_out"]["MR_T1->MR_T2"]) == {"tiny-unet", "identity", "histogram-matching"}
+    assert meta["metrics"]["validation"]["cases"] == ["case2"] and meta["metrics"]["test"]["cases"] == ["case3"]
+    assert meta["limitations"] == "test model" and meta["training"]["train_cases"] == ["case0", "case1"]
+    assert set(meta["metrics"]["test"]["summary"]["MR_T1->MR_T2"]) == {"tiny-unet", "identity", "histogram-matching"}
     assert meta["network"]["architecture"] == "unet" and meta["network"]["num_modalities"] == 2
 
     source = sitk.ReadImage(str(data_root / "case2" / "t1.nii.gz"), sitk.sitkFloat32)
@@ -84,47 +91,27 @@ def test_a_tiny_gan_run_trains_logs_resumes_and_exports_a_bundle_that_translates
     assert result.settings["family"] == "unet" and result.settings["model"] == "tiny-unet"
 
 
-def test_export_keeps_only_the_pairs_on_which_the_model_beat_histogram_matching(tmp_path):
+def test_a_model_that_only_equals_the_source_lists_no_pair(tmp_path):
     # T2 is an exact copy of T1, PD is a different contrast; the model is an exact identity (a residual UNet whose
-    # output layer starts at zero, trained with a learning rate of 0).
-    root = write_simple_cases(tmp_path / "data", names=("t1", "pd"))
-    for case in ("case0", "case1", "case2"):
+    # output layer starts at zero, trained with a learning rate of 0). Histogram matching is worse than it on
+    # T1 <-> T2, but identity is as good, so it beats the baselines nowhere: nothing is listed, nothing written.
+    root = write_simple_cases(tmp_path / "data", count=4, names=("t1", "pd"))
+    for case in ("case0", "case1", "case2", "case3"):
         (root / case / "t2.nii.gz").write_bytes((root / case / "t1.nii.gz").read_bytes())
     network = {**tiny_config(root)["model"]["network"], "residual": True, "per_target_outputs": True}
     config = tiny_config(
         root,
-        data={"modalities": ["MR_T1", "MR_T2", "MR_PD"], "all_targets": True},
+        data={"modalities": ["MR_T1", "MR_T2", "MR_PD"], "all_targets": True, "test_cases": ["case3"]},
         model={"network": network, "zero_init_output": True},
         train={"steps": 1, "lr": 0.0},
     )
     run = tmp_path / "run"
     train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
 
-    bundle = export_run(run, tmp_path / "bundle", device="cpu")
-    kept = {tuple(p) for p in bundle.metadata["pairs"]}
-    dropped = bundle.metadata["training"]["dropped_pairs"]
-    assert {("MR_T1", "MR_T2"), ("MR_T2", "MR_T1")} <= kept
-    assert len(kept) + len(dropped) == 6 and not {f"{s}->{t}" for s, t in kept} & set(dropped)
-    summary = bundle.metadata["metrics"]["held_out"]
-    for source, target in kept:
-        ours, theirs = summary[f"{source}->{target}"]["tiny-unet"], summary[f"{source}->{target}"]["histogram-matching"]
-        assert ours["MAE"] < theirs["MAE"] and ours["SSIM"] > theirs["SSIM"]
-    assert all("histogram-matching" in reason for reason in dropped.values())
-
-
-def test_pairs_are_split_on_both_mae_and_ssim_against_histogram_matching():
-    def scores(mae, ssim):
-        return {"MAE": mae, "SSIM": ssim}
-
-    summary = {
-        "CBCT->CT": {"m": scores(40.0, 0.9), "histogram-matching": scores(90.0, 0.8)},
-        "MR_T1->CT": {"m": scores(80.0, 0.7), "histogram-matching": scores(90.0, 0.8)},  # better MAE, worse SSIM
-        "MR_T2->CT": {"m": scores(95.0, 0.9), "histogram-matching": scores(90.0, 0.8)},  # worse MAE
-        "CT->CBCT": {"m": scores(10.0, 0.9)},  # nothing to compare with
-    }
-    kept, dropped = split_pairs(summary, "m")
-    assert kept == [["CBCT", "CT"]]
-    assert set(dropped) == {"MR_T1->CT", "MR_T2->CT", "CT->CBCT"} and "SSIM 0.7000 vs 0.8000" in dropped["MR_T1->CT"]
+    with pytest.raises(BundleError, match="no pair can be listed") as error:
+        export_run(run, tmp_path / "bundle", device="cpu")
+    assert "MR_T1->MR_T2: validation (1 case): does not beat identity on MAE" in str(error.value)
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_a_per_target_network_without_all_targets_is_a_config_error(tmp_path, data_root, capsys):
@@ -135,7 +122,9 @@ def test_a_per_target_network_without_all_targets_is_a_config_error(tmp_path, da
 
 
 def test_a_histogram_standardised_run_exports_a_bundle_that_carries_its_reference_and_translates(tmp_path, data_root):
-    config = tiny_config(data_root, data={"standardise": "histogram-matching"}, model={"zero_init_output": True})
+    config = exportable(
+        tiny_config(data_root, data={"standardise": "histogram-matching"}, model={"zero_init_output": True})
+    )
     config["model"]["network"]["residual"] = True
     run = tmp_path / "run"
     train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
@@ -163,14 +152,14 @@ def test_a_bad_standardisation_is_a_config_error(tmp_path, data_root, capsys, da
 
 
 def test_export_refuses_an_existing_folder_and_a_run_without_held_out_cases(tmp_path, data_root):
-    config = tiny_config(data_root)
+    config = exportable(tiny_config(data_root))
     config["train"]["steps"] = 1
     run = tmp_path / "run"
     train_main(["train", write_config(tmp_path, config), "--run-dir", str(run), "--device", "cpu"])
     (tmp_path / "taken").mkdir()
     with pytest.raises(BundleError, match="already exists"):
         export_run(run, tmp_path / "taken")
-    with pytest.raises(BundleError, match="no held-out case"):
+    with pytest.raises(BundleError, match="no validation case"):
         config["data"]["val_cases"] = []
         (run / "config.json").write_text(json.dumps(config))
         export_run(run, tmp_path / "bundle")
@@ -194,7 +183,7 @@ def test_evaluate_writes_a_table_of_the_model_against_identity_and_histogram_mat
 
 @pytest.mark.slow
 def test_the_medtrans_cli_translates_with_an_exported_bundle_folder(tmp_path, data_root):
-    config = tiny_config(data_root)
+    config = exportable(tiny_config(data_root))
     run, out = tmp_path / "run", tmp_path / "synthetic_t2.nii.gz"
     subprocess.run(
         [

@@ -4,6 +4,7 @@
     medtrans-train train --resume RUN_DIR [--set train.steps=2000]
     torchrun --nproc_per_node 4 -m medtrans_training train CONFIG --run-dir DIR      # DDP, one GPU per process
     medtrans-train export RUN_DIR --out BUNDLE_DIR [--name NAME] [--keep-all-pairs] [--max-cases N]
+    medtrans-train select BUNDLE_DIR --validation SPEC --test SPEC [--validation-cases A,B] [--test-cases C,D]
     medtrans-train evaluate BUNDLE --data SPEC --out table.md [--max-cases N]
 
 Errors a user can fix print one line ``error: ...`` on stderr and exit with status 1.
@@ -59,6 +60,37 @@ def _export(args: argparse.Namespace, argv: list[str]) -> None:
     print(json.dumps({"bundle": str(bundle.path), "name": bundle.name, "pairs": bundle.metadata["pairs"]}))
 
 
+def _split_cases(text: str | None) -> list[str] | None:
+    return [case.strip() for case in text.split(",") if case.strip()] if text else None
+
+
+def _select(args: argparse.Namespace, argv: list[str]) -> None:
+    from MedTransCore.bundles import load_bundle
+
+    from .data import cases_from_spec
+    from .selection import reselect_bundle
+
+    meta = load_bundle(args.bundle_dir).metadata
+    modalities, spacing = meta["modalities"], meta.get("spacing")
+    validation = cases_from_spec(
+        args.validation, modalities, spacing, split="val", cases=_split_cases(args.validation_cases)
+    )
+    test = cases_from_spec(args.test, modalities, spacing, split="test", cases=_split_cases(args.test_cases))
+    bundle = reselect_bundle(
+        args.bundle_dir,
+        validation,
+        test,
+        validation_data=args.validation,
+        test_data=args.test,
+        command=_command(argv),
+        allow_empty=args.allow_empty,
+        device=args.device,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    dropped = bundle.metadata["metrics"]["dropped_pairs"]
+    print(json.dumps({"bundle": str(bundle.path), "pairs": bundle.metadata["pairs"], "dropped": dropped}, indent=2))
+
+
 def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
     from MedTransCore.bundles import find_bundle
 
@@ -90,14 +122,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", **device)
     train.set_defaults(func=_train)
 
-    export = sub.add_parser("export", help="turn a run into a model bundle (held-out evaluation included)")
+    export = sub.add_parser(
+        "export", help="turn a run into a model bundle (pairs chosen on its validation cases, scored on its test cases)"
+    )
     export.add_argument("run_dir")
     export.add_argument("--out", required=True, help="bundle folder to create")
     export.add_argument("--name", help="bundle name (default: export.name of the config)")
-    export.add_argument("--keep-all-pairs", action="store_true", help="keep pairs that did not beat histogram matching")
-    export.add_argument("--max-cases", type=int, help="evaluate at most N held-out cases")
+    export.add_argument(
+        "--keep-all-pairs", action="store_true", help="list pairs that did not beat the baselines on validation too"
+    )
+    export.add_argument("--max-cases", type=int, help="use at most N validation and N test cases")
     export.add_argument("--device", **device)
     export.set_defaults(func=_export)
+
+    select = sub.add_parser(
+        "select",
+        help="re-choose an existing bundle's pairs on validation cases and score them on test cases (rewrites "
+        "its metadata.json; weights untouched)",
+    )
+    select.add_argument("bundle_dir", help="bundle folder (its metadata lists every trained pair)")
+    spec = "run config, data folder, manifest, or phantom:ANATOMY:START-STOP"
+    select.add_argument("--validation", required=True, metavar="SPEC", help=f"validation cases: {spec}")
+    select.add_argument("--test", required=True, metavar="SPEC", help=f"test cases: {spec}")
+    select.add_argument("--validation-cases", metavar="A,B", help="only these cases of --validation")
+    select.add_argument("--test-cases", metavar="C,D", help="only these cases of --test")
+    select.add_argument(
+        "--allow-empty", action="store_true", help="rewrite the metadata even if no pair qualifies (it then lists none)"
+    )
+    select.add_argument("--device", **device)
+    select.set_defaults(func=_select)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle and the baselines on held-out cases")
     evaluate.add_argument("bundle", help="bundle folder or installed name")

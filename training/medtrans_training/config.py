@@ -7,8 +7,10 @@ Sections (see ``stages/base.py`` for who reads what)::
     data: {...}                 # medtrans_training.data.build_datasets
     model: {...}                # stage specific
     train: {steps, batch_size, lr, lr_schedule, warmup_steps, ema_decay, grad_clip, log_every, val_every,
-            val_batches, save_every, num_workers, amp, threads}
+            val_batches, save_every, num_workers, amp, threads, stop_at}
     export: {name, version, description, licence, limitations}
+
+Every key is checked (``config_schema``): a misspelled one is an error naming it, the allowed keys and the closest.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr_schedule": "constant",  # or "cosine" (with warmup_steps)
     "warmup_steps": 0,
     "threads": None,  # torch CPU threads (None: torch's default); 1 is fastest on a shared, busy CPU
+    "stop_at": None,  # end at this step on the train.steps learning-rate curve (rebuilds a run stopped early)
 }
 SECTIONS = ("stage", "seed", "data", "model", "train", "export")
 
@@ -85,14 +88,28 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def resolve_config(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
-    """Fill defaults and validate a config dict (already merged)."""
+    """Fill defaults and validate a config dict (already merged).
+
+    Raises:
+        InputError: unknown section or key (anywhere), missing ``stage`` or ``data.modalities``.
+    """
+    from .config_schema import check_keys, config_schema
+
     unknown = set(config) - set(SECTIONS)
     if unknown:
         raise InputError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
     if not config.get("stage"):
         raise InputError(f"{where}: missing 'stage' (e.g. stage: unet)")
-    if not config.get("data", {}).get("modalities"):
+    if not isinstance(config.get("data"), dict) or not config["data"].get("modalities"):
         raise InputError(f"{where}: missing data.modalities (list of registry keys)")
+    try:
+        schema = config_schema(str(config["stage"]))
+    except ValueError as exc:  # an unknown stage name
+        raise InputError(f"{where}: {exc}") from exc
+    try:
+        check_keys(config, schema, "")
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
     resolved = {"seed": 0, "model": {}, "export": {}, **config}
     resolved["train"] = deep_merge(TRAIN_DEFAULTS, config.get("train", {}))
     return resolved

@@ -45,6 +45,7 @@ def evaluate_cases(
     pairs: Iterable[tuple[str, str]] | None = None,
     device: str = "auto",
     progress: Callable[[str], None] | None = None,
+    cache: dict[tuple[str, str, str, str], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Translate every held-out pair with the bundle and each baseline and score it.
 
@@ -55,6 +56,8 @@ def evaluate_cases(
         pairs: ``(source, target)`` pairs to score; default: the bundle's pairs.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: called with a line of text per translation.
+        cache: rows by ``(case, source, target, method)``, read and filled: several bundles scored on the same
+            cases translate each baseline once.
 
     Returns:
         rows ``{"case", "source", "target", "method", **metrics}``; ``method`` is the bundle name or a baseline.
@@ -81,11 +84,17 @@ def evaluate_cases(
             for method, model in models:
                 if not model.supports(source, target):
                     continue
+                key = (case, source, target, method)
+                if cache is not None and key in cache:
+                    rows.append(cache[key])
+                    continue
                 if progress is not None:
                     progress(f"{case}: {source}->{target} with {method}")
                 result = translate_image(images[source], source, target, model=model.path, device=device)
                 metrics = compute_metrics(sitk.GetArrayFromImage(result.image), ref_array, target, mask=mask)
                 rows.append({"case": case, "source": source, "target": target, "method": method, **metrics})
+                if cache is not None:
+                    cache[key] = rows[-1]
     return rows
 
 
@@ -102,35 +111,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             means[metric] = float(np.mean(values)) if values else math.nan
         summary[pair][method] = {**means, "cases": len(group)}
     return dict(summary)
-
-
-def split_pairs(
-    summary: dict[str, dict[str, dict[str, float]]], model: str, reference: str = "histogram-matching"
-) -> tuple[list[list[str]], dict[str, str]]:
-    """Pairs on which ``model`` beat ``reference`` on both MAE (lower) and SSIM (higher).
-
-    Returns:
-        ``(kept pairs as [source, target], {dropped "S->T": reason})``.
-    """
-    kept, dropped = [], {}
-    for pair, methods in summary.items():
-        if model not in methods:
-            continue
-        ours = methods[model]
-        theirs = methods.get(reference)
-        if theirs is None:
-            dropped[pair] = f"no {reference} result to compare with"
-            continue
-        better_mae = ours["MAE"] < theirs["MAE"]
-        better_ssim = ours["SSIM"] > theirs["SSIM"]
-        if better_mae and better_ssim:
-            kept.append(pair.split("->"))
-        else:
-            dropped[pair] = (
-                f"MAE {ours['MAE']:.4g} vs {theirs['MAE']:.4g}, SSIM {ours['SSIM']:.4f} vs {theirs['SSIM']:.4f} "
-                f"({reference}); needs lower MAE and higher SSIM"
-            )
-    return kept, dropped
 
 
 def markdown_table(summary: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:

@@ -1,9 +1,11 @@
-"""Turn a run folder into a model bundle, keeping only the pairs on which it beat histogram matching.
+"""Turn a run folder into a model bundle that lists only the pairs chosen on validation cases.
 
-The run's weights (EMA where kept) go into a provisional bundle, which is scored on the run's held-out
-cases with the exact inference path (``medtrans_training.evaluate``); the final bundle lists the pairs whose
-mean MAE was lower *and* mean SSIM higher than the ``histogram-matching`` baseline, records the dropped
-ones with the numbers, the measured metrics, the training commands, data and device.
+The run's weights (EMA where kept) go into a provisional bundle listing every trained pair, which is scored with the
+exact inference path (``medtrans_training.evaluate``) on the run's validation cases (``data.val_cases``,
+``val_fraction`` or ``phantom.val_seeds``) to choose the pairs, and on its test cases (``data.test_cases``,
+``test_fraction`` or ``phantom.test_seeds``) to report them (``medtrans_training.selection``: lower MAE, higher
+SSIM and PSNR than identity and histogram matching). The bundle records both, the dropped pairs with their reasons,
+the training cases, commands and the step each run reached.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from MedTransCore.errors import BundleError, InputError
 from MedTransCore.modalities import CT_WINDOW_HU, MR_CANONICAL_HIGH, MR_UPPER_PERCENTILE
 
 from .data import case_loaders, resolve_pairs
-from .evaluate import BASELINES, evaluate_cases, json_safe, markdown_table, split_pairs, summarise
+from .selection import select_pairs
 from .stages.base import CHECKPOINT_NAME, get_stage_class
 from .trainer import CONFIG_NAME, RUN_NAME
 
@@ -83,14 +85,15 @@ def export_run(
         run_dir: a finished run folder.
         out: the bundle folder to create.
         name: bundle name (default: ``export.name`` of the config, else the folder name of ``out``).
-        keep_all_pairs: list every trained pair even where histogram matching was better (still recorded).
-        max_cases: evaluate at most this many held-out cases.
-        device: device for the held-out evaluation.
+        keep_all_pairs: list every trained pair a test case holds, even where the rule says no (still recorded).
+        max_cases: use at most this many validation and this many test cases.
+        device: device for the evaluation.
         command: the export command line (recorded; default ``sys.argv``).
         progress: called with a line of text per translation.
 
     Raises:
-        BundleError: no held-out case, or no pair beat histogram matching (without ``keep_all_pairs``).
+        BundleError: no validation or test case, or no pair to list (without ``keep_all_pairs``).
+        InputError: a case in two of the training, validation and test splits.
     """
     out = Path(out)
     if out.exists():
@@ -99,19 +102,17 @@ def export_run(
     weights, fields, family = run_bundle_parts(config, checkpoint)
     data, export = config["data"], config.get("export", {})
     name = name or export.get("name") or out.name
-    held_out = case_loaders(data, "val")[:max_cases]
-    if not held_out:
-        raise BundleError(
-            "the run's data config has no held-out case (data.val_cases, val_fraction or phantom.val_seeds)"
-        )
-    pairs = [list(p) for p in resolve_pairs(list(data["modalities"]), data.get("pairs", "all"))]
+    validation = case_loaders(data, "val")[:max_cases]
+    test = case_loaders(data, "test")[:max_cases]
+    train_cases = [case for case, _ in case_loaders(data, "train")]
+    pairs = [tuple(p) for p in resolve_pairs(list(data["modalities"]), data.get("pairs", "all"))]
     metadata: dict[str, Any] = {
         "name": name,
         "family": family,
         "version": str(export.get("version", "0.1.0")),
         "description": export.get("description", f"{family} model trained with medtrans-train ({config['stage']})"),
         "modalities": list(data["modalities"]),
-        "pairs": pairs,
+        "pairs": [list(p) for p in pairs],
         "spacing": data.get("spacing"),
         "grid": data.get("patch"),
         "normalisation": NORMALISATION,
@@ -127,34 +128,32 @@ def export_run(
     shutil.rmtree(provisional, ignore_errors=True)
     try:
         bundle = save_bundle(provisional, metadata, weights)
-        rows = evaluate_cases(bundle, held_out, pairs=[tuple(p) for p in pairs], device=device, progress=progress)
+        selection = select_pairs(
+            bundle,
+            pairs,
+            validation,
+            test,
+            validation_data="the run config's validation split (data.val_cases, val_fraction or phantom.val_seeds)",
+            test_data="the run config's test split (data.test_cases, test_fraction or phantom.test_seeds)",
+            train_cases=train_cases,
+            keep_all_pairs=keep_all_pairs,
+            device=device,
+            progress=progress,
+        )
     finally:
         shutil.rmtree(provisional, ignore_errors=True)
-    summary = summarise(rows)
-    kept, dropped = split_pairs(summary, name)
-    if keep_all_pairs:
-        kept = pairs
-    if not kept:
-        raise BundleError(
-            "the model beat histogram matching on no held-out pair; train longer or pass --keep-all-pairs\n"
-            + markdown_table(summary)
-        )
-    metadata["pairs"] = kept
-    metadata["metrics"] = {
-        "held_out": json_safe(summary),
-        "cases": [case for case, _ in held_out],
-        "definition": "MedTransCore.metrics.compute_metrics of translate_image outputs, mean over held-out cases",
-        "baselines": list(BASELINES),
-    }
+    metadata["pairs"] = selection.pairs
+    metadata["metrics"] = selection.metrics
     metadata["training"] = {
         "stage": config["stage"],
         "commands": record.get("commands", []),
+        "runs": record.get("runs", []),
         "export_command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "device": record.get("device", {}),
         "steps": int(checkpoint["step"]),
+        "target_steps": int(config["train"]["steps"]),
         "data": dict(data),
+        "train_cases": train_cases,
         "config": config,
-        "dropped_pairs": {} if keep_all_pairs else dropped,
-        "pairs_not_beating_histogram_matching": dropped,
     }
     return save_bundle(out, metadata, weights)

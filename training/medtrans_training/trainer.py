@@ -1,6 +1,8 @@
 """The generic training loop every stage runs in (see ``stages/base.py`` for the division of work).
 
-A run folder holds ``config.json`` (the resolved config), ``run.json`` (command, device, world size),
+A run folder holds ``config.json`` (the resolved config), ``run.json`` (every command, and per run the step it
+started from, the step it was asked to reach, the step its last checkpoint reached and whether it finished, was
+stopped at ``train.stop_at`` or was interrupted; device, world size),
 ``metrics.jsonl`` (one JSON object per log line: ``{"split": "train"|"val", "step", "time_s", ...losses}``)
 and ``checkpoint.pt`` (modules, EMA copies, optimisers, step; read back with ``weights_only=True``).
 """
@@ -13,7 +15,9 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -150,13 +154,35 @@ class Trainer:
             (self.run_dir / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
             record = self._read_json(RUN_NAME) if self.resume else {"commands": []}
             record["commands"].append(self.command)
+            record.setdefault("runs", []).append(
+                {
+                    "command": self.command,
+                    "start_step": self.start_step,
+                    "target_steps": int(self.train_cfg["steps"]),
+                    "stop_at": self.train_cfg.get("stop_at"),
+                    "step_reached": self.start_step,
+                    "status": "running",
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            )
             record["device"] = describe_device(self.device, self.dist)
             record["stage"] = self.stage.name
-            (self.run_dir / RUN_NAME).write_text(json.dumps(record, indent=2) + "\n")
+            self.record = record
+            self._write_record()
 
     def _read_json(self, name: str) -> dict:
         path = self.run_dir / name
         return json.loads(path.read_text()) if path.is_file() else {"commands": []}
+
+    def _write_record(self, **update: Any) -> None:
+        """Update this run's entry of ``run.json`` (rank 0; written before the first step and at every checkpoint,
+        so a killed run still says which step its checkpoint holds)."""
+        if not self.dist.is_main or not hasattr(self, "record"):
+            return
+        self.record["runs"][-1].update(update)
+        tmp = self.run_dir / f"{RUN_NAME}.tmp"
+        tmp.write_text(json.dumps(self.record, indent=2) + "\n")
+        os.replace(tmp, self.run_dir / RUN_NAME)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
@@ -182,6 +208,7 @@ class Trainer:
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
+        self._write_record(step_reached=step)
 
     # ---- logging -------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
@@ -234,16 +261,36 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train to ``train.steps``; returns the last logged training means."""
+        """Train to ``train.steps`` (or ``train.stop_at``); returns the last logged training means.
+
+        ``run.json`` records how the run ended: ``finished``, ``stopped`` (at ``train.stop_at``) or ``interrupted``
+        (an exception, Ctrl-C or SIGTERM; ``step_reached`` is then the last checkpoint's step).
+        """
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             self._setup()
-            return self._fit()
+            logs = self._fit()
+            stop_at = self.train_cfg.get("stop_at")
+            stopped = stop_at is not None and int(stop_at) < int(self.train_cfg["steps"])
+            self._write_record(status="stopped" if stopped else "finished", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            return logs
+        except BaseException as exc:
+            self._write_record(
+                status="interrupted", reason=type(exc).__name__, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            )
+            raise
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             shutdown_distributed()
 
     def _fit(self) -> dict[str, float]:
         cfg = self.train_cfg
         total, log_every = int(cfg["steps"]), int(cfg["log_every"])
+        # stop_at ends the run early on the same learning-rate curve (how a run interrupted at a step is rebuilt).
+        end = total if cfg.get("stop_at") is None else min(total, int(cfg["stop_at"]))
         batches = _loop(self.loader, self.sampler, start_epoch=self.start_step)
         bar = tqdm(
             total=total,
@@ -256,7 +303,7 @@ class Trainer:
         count, last, started = 0, {}, time.perf_counter()
         for module in self.stage.modules.values():
             module.train()
-        for step in range(self.start_step, total):
+        for step in range(self.start_step, end):
             self._set_learning_rate(step, total)
             batch = _to_device(next(batches), self.device)
             with self._autocast():
@@ -268,22 +315,30 @@ class Trainer:
             count += 1
             done = step + 1
             bar.update(1)
-            if done % log_every == 0 or done == total:
+            if done % log_every == 0 or done == end:
                 last = mean_over_ranks({k: v / count for k, v in sums.items()}, self.dist)
                 elapsed = time.perf_counter() - started
                 lr = next(iter(self.optimisers.values())).param_groups[0]["lr"] if self.optimisers else 0.0
                 self._log({"split": "train", "step": done, "time_s": round(elapsed, 2), "lr": lr, **last})
                 bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
                 sums, count = defaultdict(float), 0
-            if done % int(cfg["val_every"]) == 0 or done == total:
+            if done % int(cfg["val_every"]) == 0 or done == end:
                 for module in self.stage.modules.values():
                     module.eval()
                 self.validate(done)
                 for module in self.stage.modules.values():
                     module.train()
-            if done % int(cfg["save_every"]) == 0 or done == total:
+            if done % int(cfg["save_every"]) == 0 or done == end:
                 self._save_checkpoint(done)
         bar.close()
-        if self.start_step >= total:
-            self._save_checkpoint(total)
+        if self.start_step >= end:  # nothing left to train: the checkpoint keeps its true step
+            self._save_checkpoint(self.start_step)
         return last
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM during training (recorded as ``interrupted`` like Ctrl-C)."""
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise TrainingInterrupted(f"signal {signum}")

@@ -8,12 +8,14 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       spacing: [3, 3, 3]           # model spacing in mm (bundle "spacing")
       patch: [64, 64, 64]          # random crop = model grid (bundle "grid")
       source: phantom | folder | manifest
-      phantom: {anatomy: head, shape: [64, 64, 64], train_seeds: [0, 32], val_seeds: [1000, 1004]}
+      phantom: {anatomy: head, shape: [64, 64, 64], train_seeds: [0, 32], val_seeds: [1000, 1004],
+                test_seeds: [2000, 2003]}   # default test seeds: 2000 up, as many as the validation seeds
       root: /data/brats            # source: folder
       layout: auto                 # auto | synthrad | brats | simple | ixi
       mr_modality: MR_T1           # what SynthRAD's mr.* is
-      manifest: cases.csv          # source: manifest (a split column is honoured)
-      val_cases: [TCGA-DU-7294]    # or val_fraction: 0.2 (last cases by sorted id)
+      manifest: cases.csv          # source: manifest (a split column train/val/test is honoured)
+      val_cases: [TCGA-DU-7294]    # or val_fraction: 0.2 (the last cases by sorted id before the test ones)
+      test_cases: [IXI002]         # or test_fraction: 0.2 (the last cases by sorted id); never trained on
       augment: true                # or overrides of dataset.AUGMENT_DEFAULTS
       all_targets: false           # also yield every modality of the case ("targets", "available")
       standardise: histogram-matching   # optional: histogram-match each source onto its target's reference
@@ -93,7 +95,8 @@ def _phantom_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Phanto
     phantom = data.get("phantom", {})
     anatomies = phantom.get("anatomy", "head")
     anatomies = [anatomies] if isinstance(anatomies, str) else list(anatomies)
-    default = {"train": [0, 16], "val": [1000, 1002]}[split]
+    val_start, val_stop = phantom.get("val_seeds", [1000, 1002])
+    default = {"train": [0, 16], "val": [1000, 1002], "test": [2000, 2000 + max(val_stop - val_start, 1)]}[split]
     start, stop = phantom.get(f"{split}_seeds", default)
     shape = tuple(phantom.get("shape", [64, 64, 64]))
     spacing = tuple(phantom.get("spacing", data.get("spacing") or [3.0, 3.0, 3.0]))
@@ -106,25 +109,32 @@ def _phantom_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Phanto
 
 
 def _split_records(data: dict[str, Any], records: list[CaseRecord]) -> None:
-    """Mark each record train or val (manifest splits win, then val_cases, then val_fraction)."""
-    val_cases = set(data.get("val_cases", []))
-    unknown = val_cases - {r.case for r in records}
-    if unknown:
-        raise InputError(f"data.val_cases not found: {', '.join(sorted(unknown))}")
-    fraction = float(data.get("val_fraction", 0.0))
-    by_fraction = {
-        r.case for r in sorted(records, key=lambda r: r.case)[len(records) - math.ceil(fraction * len(records)) :]
-    }
+    """Mark each record train, val or test (manifest splits win, then val_cases/test_cases, then the fractions:
+    test takes the last cases by sorted id, val the ones just before them)."""
+    names = {r.case for r in records}
+    listed = {split: set(data.get(f"{split}_cases", [])) for split in ("val", "test")}
+    for split, cases in listed.items():
+        if cases - names:
+            raise InputError(f"data.{split}_cases not found: {', '.join(sorted(cases - names))}")
+    if listed["val"] & listed["test"]:
+        both = ", ".join(sorted(listed["val"] & listed["test"]))
+        raise InputError(f"{both} cannot be both a validation and a test case (data.val_cases, data.test_cases)")
+    ordered = [r.case for r in sorted(records, key=lambda r: r.case) if r.split is None and r.case not in listed["val"]]
+    for split in ("test", "val"):
+        if not listed[split]:
+            count = math.ceil(float(data.get(f"{split}_fraction", 0.0)) * len(records))
+            chosen = ordered[len(ordered) - count :] if count else []
+            listed[split] = set(chosen)
+            ordered = [case for case in ordered if case not in listed[split]]
     for record in records:
         if record.split is None:
-            chosen = record.case in val_cases if val_cases else (fraction > 0 and record.case in by_fraction)
-            record.split = "val" if chosen else "train"
+            record.split = next((s for s in ("val", "test") if record.case in listed[s]), "train")
 
 
 def case_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Any]]:
-    """``(case id, loader)`` of one split (``"train"`` or ``"val"``); a loader returns ``(images, mask)``."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    """``(case id, loader)`` of one split (``"train"``, ``"val"`` or ``"test"``); a loader returns ``(images, mask)``."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     source = data.get("source", "phantom")
     if source == "phantom":
         return _phantom_loaders(data, split)
@@ -186,16 +196,39 @@ def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 
     return train, val
 
 
-def cases_from_spec(spec: str, modalities: list[str], spacing: list[float] | None = None) -> list[tuple[str, Any]]:
-    """Held-out cases named on a command line.
+def cases_from_spec(
+    spec: str,
+    modalities: list[str],
+    spacing: list[float] | None = None,
+    *,
+    split: str = "val",
+    cases: list[str] | None = None,
+) -> list[tuple[str, Any]]:
+    """Evaluation cases named on a command line.
 
     Args:
-        spec: a run config (``.yaml``/``.yml``/``.json`` with a ``stage``: its validation split), a data folder
-            (every case, layout auto-detected), a manifest (``.csv``/``.json``: its ``val`` rows, else all), or
+        spec: a run config (``.yaml``/``.yml``/``.json`` with a ``stage``: its ``split`` cases), a data folder
+            (every case, layout auto-detected), a manifest (``.csv``/``.json``: its ``split`` rows, else all), or
             ``phantom:ANATOMY:START-STOP`` (phantom seeds ``START`` to ``STOP - 1``, 64^3 at ``spacing``).
         modalities: modalities to load (the bundle's).
         spacing: phantom spacing ``(x, y, z)`` mm (default 3 mm).
+        split: which split of a run config or manifest (``"val"`` or ``"test"``).
+        cases: keep only these case ids, in this order (every one must exist).
+
+    Raises:
+        InputError: a spec that names nothing usable, or a listed case it does not hold.
     """
+    found = _cases_of_spec(spec, modalities, spacing, split)
+    if cases is None:
+        return found
+    by_name = dict(found)
+    missing = [case for case in cases if case not in by_name]
+    if missing:
+        raise InputError(f"{spec} has no case {', '.join(missing)}; it has: {', '.join(by_name) or 'none'}")
+    return [(case, by_name[case]) for case in cases]
+
+
+def _cases_of_spec(spec: str, modalities: list[str], spacing: list[float] | None, split: str) -> list[tuple[str, Any]]:
     if spec.startswith("phantom:"):
         match = re.fullmatch(r"phantom:([a-z]+):(\d+)-(\d+)", spec)
         if not match:
@@ -208,13 +241,13 @@ def cases_from_spec(spec: str, modalities: list[str], spacing: list[float] | Non
     elif path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file() and _is_run_config(path):
         from ..config import load_config
 
-        return case_loaders(load_config(path)["data"], "val")
+        return case_loaders(load_config(path)["data"], split)
     elif path.suffix.lower() in (".csv", ".json"):
         records = read_manifest(path)
-        if any(r.split == "val" for r in records):
-            records = [r for r in records if r.split == "val"]
+        if any(r.split == split for r in records):
+            records = [r for r in records if r.split == split]
     else:
-        raise InputError(f"--data {spec!r} is not a folder, manifest, run config or phantom:ANATOMY:START-STOP")
+        raise InputError(f"{spec!r} is not a folder, manifest, run config or phantom:ANATOMY:START-STOP")
     return [(r.case, CaseLoader(r, tuple(modalities))) for r in records]
 
 

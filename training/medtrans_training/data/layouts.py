@@ -9,7 +9,7 @@ Supported:
 * ``simple``: ``<case>/{t1,t1c,t2,flair,pd,ct,cbct}.nii.gz`` (e.g. ``/work/shared/data/brain_mr``).
 * ``ixi``: per-modality folders ``IXI-T1/IXI002-Guys-0828-T1.nii.gz``, ``IXI-T2/...``, ``IXI-PD/...``.
 * a manifest (CSV or JSON): one row per case with a ``case`` column, modality-key columns (``CT``, ``MR_T1``, ...)
-  holding paths (relative to the manifest), optional ``mask`` and ``split`` (``train``/``val``) columns.
+  holding paths (relative to the manifest), optional ``mask`` and ``split`` (``train``/``val``/``test``) columns.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class CaseRecord:
         case: case identifier.
         images: registry key -> image path.
         mask: body/field-of-view mask path, if the layout has one.
-        split: ``"train"``, ``"val"`` or ``None`` (decided by the data config).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (decided by the data config).
     """
 
     case: str
