@@ -66,6 +66,18 @@ def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device | str,
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
+def _check_steps(scheduler: DDIMScheduler, steps: int) -> None:
+    total = scheduler.num_train_timesteps
+    if not 1 <= int(steps) <= total:
+        raise ValueError(f"steps must be between 1 and {total}, got {steps}")
+
+
+def _initial_latent(condition: torch.Tensor, seed: int) -> torch.Tensor:
+    """Seeded noise of the target latent's shape: ``condition`` holds the source latent and SPADE of it (2C channels)."""
+    channels = condition.shape[1] // 2
+    return initial_noise((condition.shape[0], channels, *condition.shape[2:]), seed, condition.device, condition.dtype)
+
+
 def ddim_sample(
     model: ConditionedDiffusionUNet,
     condition: torch.Tensor,
@@ -92,14 +104,11 @@ def ddim_sample(
     Returns:
         ``(B, C, z, y, x)`` the sampled (scaled) target latent.
     """
-    total = scheduler.num_train_timesteps
-    if not 1 <= int(steps) <= total:
-        raise ValueError(f"steps must be between 1 and {total}, got {steps}")
+    _check_steps(scheduler, steps)
     scheduler.set_timesteps(int(steps))
     timesteps = [int(t) for t in scheduler.timesteps]
     alphas = scheduler.alphas_cumprod.to(torch.float64)
-    channels = condition.shape[1] // 2
-    x = initial_noise((condition.shape[0], channels, *condition.shape[2:]), seed, condition.device, condition.dtype)
+    x = _initial_latent(condition, seed)
     for i, t in enumerate(timesteps):
         check_cancel(cancel)
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
@@ -136,16 +145,13 @@ def dpmpp_sample(
     ``x_t = sigma_t / sigma_s * x_s - alpha_t * expm1(-h) * D`` with ``h = lambda_t - lambda_s`` and
     ``D = x0_s + (h / 2 h_prev) (x0_s - x0_prev)`` (``D = x0_s`` on the first step); the last step returns ``x0``.
     """
-    total = scheduler.num_train_timesteps
-    if not 1 <= int(steps) <= total:
-        raise ValueError(f"steps must be between 1 and {total}, got {steps}")
-    timesteps = dpmpp_timesteps(total, int(steps))
+    _check_steps(scheduler, steps)
+    timesteps = dpmpp_timesteps(scheduler.num_train_timesteps, int(steps))
     alphas = scheduler.alphas_cumprod.to(torch.float64)
     alpha = [float(alphas[t]) ** 0.5 for t in timesteps]
     sigma = [(1.0 - float(alphas[t])) ** 0.5 for t in timesteps]
     lam = [math.log(a / s) for a, s in zip(alpha, sigma, strict=True)]
-    channels = condition.shape[1] // 2
-    x = initial_noise((condition.shape[0], channels, *condition.shape[2:]), seed, condition.device, condition.dtype)
+    x = _initial_latent(condition, seed)
     previous: torch.Tensor | None = None
     for i, t in enumerate(timesteps):
         check_cancel(cancel)
