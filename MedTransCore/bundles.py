@@ -4,6 +4,12 @@ Loading never unpickles (safetensors only) and checks every weight file's sha256
 Bundles are found in the shipped folder (``MedTransCore/models/bundles``), in ``$MEDTRANS_MODELS``
 and in ``~/.medtrans/models``. A folder there whose bundle does not load is *broken*: it is listed with the reason
 (:func:`broken_bundles`), and naming it says why instead of "no model named".
+
+A bundle may state its ``domain`` (anatomy, preprocessing, real or phantom training data) and the ``source_sets``
+(several co-registered sources -> one target) it accepts. :func:`choose_bundle` picks the default model for an input
+whose domain :func:`MedTransCore.domain.classify_domain` measured: only a model trained on data like it, never a
+phantom-trained model (nor a baseline) for a scan not marked as a phantom; a named model that does not fit runs with
+a warning.
 """
 
 from __future__ import annotations
@@ -14,10 +20,20 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .domain import (
+    BUNDLE_ANATOMIES,
+    BUNDLE_PREPROCESSING,
+    BUNDLE_TRAINING_DATA,
+    InputDomain,
+    bundle_domain_words,
+    domain_misfits,
+    misfit_warning,
+)
 from .errors import BundleError, InputError
 from .modalities import MODALITIES, get_modality
 
@@ -28,6 +44,10 @@ SCHEMA_VERSION = 1
 # on the [0, 1] MR scale); the unet also runs faster (README, Benchmark). An ALDM bundle is used when named (--model)
 # or when it is the only trained model for the pair.
 FAMILY_PRIORITY = ("unet", "aldm", "histogram_matching", "identity")
+# Baselines: the source relabelled, or its histogram matched to quantiles measured on phantoms. With an input domain
+# they are a default only for an input marked as a phantom (the demo's bar); a scan not marked as a phantom gets
+# them only when named (--model identity), never silently.
+BASELINE_FAMILIES = ("identity", "histogram_matching")
 SHIPPED_DIR = Path(__file__).parent / "models" / "bundles"
 # Fields every metadata.json must have, with their JSON types.
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -144,12 +164,61 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> dict:
             f"{where}: field 'normalisation' is empty; it must say how inputs are normalised "
             '(e.g. {"scheme": "MedTransCore.modalities"})'
         )
+    if "domain" in meta:
+        _validate_domain(meta["domain"], where)
+    if "source_sets" in meta:
+        _validate_source_sets(meta["source_sets"], meta["modalities"], where)
     for filename, digest in meta["weights"].items():
         if not filename.endswith(".safetensors") or "/" in filename or "\\" in filename:
             raise BundleError(f"{where}: weight file {filename!r} must be a plain *.safetensors name")
         if not (isinstance(digest, str) and len(digest) == 64):
             raise BundleError(f"{where}: weight file {filename!r} needs a sha256 hex digest")
     return meta
+
+
+def _validate_domain(domain: Any, where: str) -> None:
+    """``{"anatomy": ..., "preprocessing": ..., "training_data": ...}`` with the known words."""
+    allowed = {
+        "anatomy": BUNDLE_ANATOMIES,
+        "preprocessing": BUNDLE_PREPROCESSING,
+        "training_data": BUNDLE_TRAINING_DATA,
+    }
+    if not isinstance(domain, dict):
+        raise BundleError(f"{where}: field 'domain' must be an object with keys {', '.join(allowed)}")
+    unknown = sorted(set(domain) - set(allowed))
+    if unknown:
+        raise BundleError(f"{where}: field 'domain': unknown key {unknown[0]!r}; it has {', '.join(allowed)}")
+    for key, words in allowed.items():
+        if domain.get(key) not in words:
+            raise BundleError(
+                f"{where}: field 'domain.{key}' must be one of {', '.join(words)}, got {domain.get(key)!r}"
+            )
+
+
+def _validate_source_sets(sets: Any, modalities: list, where: str) -> None:
+    """``[{"sources": [two or more distinct modalities], "target": modality not among them}, ...]``, no repeats."""
+    if not isinstance(sets, list):
+        raise BundleError(f'{where}: field \'source_sets\' must be a list of {{"sources": [...], "target": ...}}')
+    seen = set()
+    for entry in sets:
+        if not (isinstance(entry, dict) and set(entry) == {"sources", "target"} and isinstance(entry["sources"], list)):
+            raise BundleError(
+                f'{where}: field \'source_sets\': {entry!r} must be {{"sources": [modalities], "target": modality}}'
+            )
+        sources, target = entry["sources"], entry["target"]
+        for key in [*sources, target]:
+            if not isinstance(key, str) or key not in MODALITIES or key not in modalities:
+                raise BundleError(f"{where}: field 'source_sets': unknown modality {key!r} (not among the modalities)")
+        if len(sources) < 2:
+            raise BundleError(f"{where}: field 'source_sets': {sources!r} has one source; list one source in 'pairs'")
+        if len(set(sources)) != len(sources):
+            raise BundleError(f"{where}: field 'source_sets': {sources!r} names a source twice")
+        if target in sources:
+            raise BundleError(f"{where}: field 'source_sets': the target {target} is among its sources {sources!r}")
+        key = (frozenset(sources), target)
+        if key in seen:
+            raise BundleError(f"{where}: field 'source_sets': {sorted(sources)} -> {target} is listed twice")
+        seen.add(key)
 
 
 @dataclass
@@ -173,6 +242,42 @@ class Bundle:
 
     def supports(self, source: str, target: str) -> bool:
         return (source, target) in self.pairs
+
+    def supports_sources(self, sources: Sequence[str], target: str) -> bool:
+        """One source: :meth:`supports`; several: a ``source_sets`` entry with exactly that set (any order)."""
+        sources = list(sources)
+        if len(sources) == 1:
+            return self.supports(sources[0], target)
+        if not sources or len(set(sources)) != len(sources):
+            return False
+        wanted = set(sources)
+        return any(set(s["sources"]) == wanted and s["target"] == target for s in self.metadata.get("source_sets", []))
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.family in BASELINE_FAMILIES
+
+    @property
+    def domain(self) -> dict | None:
+        """The metadata's ``domain``; for bundles written before it existed, what their metadata implies.
+
+        An ``identity`` bundle needs no training data (any input); a bundle whose ``training.data.source`` is
+        ``"phantom"`` was trained on phantoms; anything else says nothing (``None``: no default for a known input).
+        """
+        if "domain" in self.metadata:
+            return self.metadata["domain"]
+        if self.family == "identity":
+            return {"anatomy": "any", "preprocessing": "any", "training_data": "none"}
+        data = (self.metadata.get("training") or {}).get("data")
+        if isinstance(data, dict) and data.get("source") == "phantom":
+            anatomy = (data.get("phantom") or {}).get("anatomy", "any")
+            anatomy = anatomy if anatomy in BUNDLE_ANATOMIES else "any"
+            return {
+                "anatomy": anatomy,
+                "preprocessing": "whole-head" if anatomy == "head" else "any",
+                "training_data": "phantom",
+            }
+        return None
 
     def load_weights(self, filename: str) -> dict:
         """Load one ``*.safetensors`` file (no unpickling) after checking its sha256.
@@ -335,27 +440,106 @@ def find_bundle(name_or_dir: str | Path) -> Bundle:
     raise BundleError(f"no model named {str(name_or_dir)!r}; installed: {names}")
 
 
-def _default_rank(bundle: Bundle) -> tuple[int, int, str]:
-    """Sort key of the default choice: family priority, then the specialist (fewest pairs), then the name."""
+def _default_rank(bundle: Bundle, domain: InputDomain | None = None) -> tuple:
+    """Sort key of the default choice.
+
+    Trained models before baselines; with a domain, a model trained on the input's kind of data (real data for a
+    scan, phantoms for a phantom) before the other; then the family priority, the specialist (fewest pairs), the name.
+    """
     family = FAMILY_PRIORITY.index(bundle.family) if bundle.family in FAMILY_PRIORITY else len(FAMILY_PRIORITY)
-    return family, len(bundle.pairs), bundle.name
+    if domain is None:
+        return family, len(bundle.pairs), bundle.name
+    data = (bundle.domain or {}).get("training_data")
+    preferred = "phantom" if domain.kind == "phantom" else "real"
+    return int(bundle.is_baseline), int(data != preferred), family, len(bundle.pairs), bundle.name
 
 
-def select_bundle(source_modality: str, target_modality: str, model: str | Path | None = None) -> Bundle:
-    """The named bundle (checked to support the pair) or the best installed one for the pair.
+def _request(source_modalities: str | Sequence[str], target_modality: str) -> tuple[list[str], str]:
+    sources = [source_modalities] if isinstance(source_modalities, str) else list(source_modalities)
+    if not sources:
+        raise InputError("no source modality given")
+    for key in [*sources, target_modality]:
+        get_modality(key)
+    if len(set(sources)) != len(sources):
+        raise InputError(f"a source modality is given twice: {', '.join(sources)}")
+    return sources, " + ".join(sources) + f"->{target_modality}"
+
+
+def _default_misfits(bundle: Bundle, domain: InputDomain) -> list[str]:
+    """Why a bundle is not a default for this input (empty: it is a candidate)."""
+    misfits = domain_misfits(domain, bundle.domain)
+    if bundle.is_baseline and domain.kind != "phantom":
+        misfits.append(
+            "a baseline (no learned translation) is never a silent default for a scan not marked as a phantom"
+        )
+    return misfits
+
+
+def choose_bundle(
+    source_modalities: str | Sequence[str],
+    target_modality: str,
+    model: str | Path | None = None,
+    *,
+    domain: InputDomain | None = None,
+) -> tuple[Bundle, list[str]]:
+    """The model to run for a request, and warnings about it.
+
+    Args:
+        source_modalities: one source modality key, or several co-registered ones (a ``source_sets`` request).
+        target_modality: the target's key.
+        model: a bundle name or folder; ``None`` picks the default.
+        domain: the input's :func:`MedTransCore.domain.classify_domain`; ``None`` (a request checked before any
+            voxel is read) keeps the choice by pair and family alone.
+
+    Returns:
+        ``(bundle, warnings)``; a named model whose training domain does not fit the input runs, with a warning
+        naming both domains.
+
+    Raises:
+        InputError: the named model does not support the request; no installed model supports it; or (with a
+            domain and no model named) none of those that support it fits the input: the message lists them with
+            their domains and says how to force one (``--model NAME``).
+        BundleError: the named model is missing or broken.
 
     Cheap (no torch): GUIs call it to validate a request before starting a run.
     """
-    get_modality(source_modality), get_modality(target_modality)
+    sources, request = _request(source_modalities, target_modality)
     if model is not None:
         bundle = find_bundle(model)
-        if not bundle.supports(source_modality, target_modality):
+        if not bundle.supports_sources(sources, target_modality):
             pairs = ", ".join(f"{s}->{t}" for s, t in bundle.pairs)
+            sets = [" + ".join(e["sources"]) + f"->{e['target']}" for e in bundle.metadata.get("source_sets", [])]
             raise InputError(
-                f"model {bundle.name!r} does not support {source_modality}->{target_modality}; it supports: {pairs}"
+                f"model {bundle.name!r} does not support {request}; it supports: {', '.join([pairs, *sets])}"
             )
-        return bundle
-    candidates = [b for b in installed_bundles() if b.supports(source_modality, target_modality)]
-    if not candidates:
-        raise InputError(f"no installed model supports {source_modality}->{target_modality}; see `medtrans models`")
-    return min(candidates, key=_default_rank)
+        warning = misfit_warning(bundle.name, bundle.domain, domain) if domain is not None else None
+        warnings = [warning] if warning else []
+        return bundle, warnings
+    supporting = [b for b in installed_bundles() if b.supports_sources(sources, target_modality)]
+    if not supporting:
+        raise InputError(f"no installed model supports {request}; see `medtrans models`")
+    if domain is None:
+        return min(supporting, key=_default_rank), []
+    fitting = [b for b in supporting if not _default_misfits(b, domain)]
+    if not fitting:
+        listed = " | ".join(
+            f"{b.name} ({bundle_domain_words(b.domain)}): {'; '.join(_default_misfits(b, domain))}"
+            for b in sorted(supporting, key=lambda b: _default_rank(b, domain))
+        )
+        raise InputError(
+            f"no installed model fits this input ({domain.describe()}) for {request}. Installed for this request: "
+            f"{listed}. To run one anyway, name it with --model NAME (you will get a warning); "
+            "better, install a model trained on data like this input"
+        )
+    return min(fitting, key=lambda b: _default_rank(b, domain)), []
+
+
+def select_bundle(
+    source_modality: str | Sequence[str],
+    target_modality: str,
+    model: str | Path | None = None,
+    *,
+    domain: InputDomain | None = None,
+) -> Bundle:
+    """The bundle :func:`choose_bundle` picks, without its warnings (callers that show none: validation, listing)."""
+    return choose_bundle(source_modality, target_modality, model, domain=domain)[0]

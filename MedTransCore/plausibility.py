@@ -2,6 +2,8 @@
 
 Each check returns human-readable warnings; front ends show them, and ``strict`` turns them into an error,
 so a CT declared as MR (or a whole-body scan given to a head model) is flagged instead of giving garbage.
+With the input's domain (:func:`MedTransCore.domain.classify_domain`), a model run outside its training domain (a whole
+head given to a skull-stripped-brain model, a scan not marked as a phantom given to a phantom model) is flagged too.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bundles import Bundle
+from .domain import InputDomain, misfit_warning
 from .errors import InputError
 from .modalities import get_modality
 
@@ -87,6 +90,25 @@ def field_of_view_warnings(size: tuple[int, ...], spacing: tuple[float, ...], bu
     return warnings
 
 
+def domain_warnings(domain: InputDomain, bundle: Bundle | None = None) -> list[str]:
+    """Warnings about the input's domain: outside the model's training domain, or a phantom look-alike unmarked.
+
+    The first is the warning :func:`MedTransCore.bundles.choose_bundle` gives for a named model (the default never
+    misfits); the second says why a phantom saved without its marker does not get the phantom models by default.
+    """
+    warnings = []
+    if bundle is not None:
+        warning = misfit_warning(bundle.name, bundle.domain, domain)
+        if warning:
+            warnings.append(warning)
+    if domain.phantom_signature:
+        warnings.append(
+            "the image looks like a MedTrans phantom (air at exactly -1000 HU, non-integer tissue values) but carries "
+            "no phantom marker, so it is treated as a scan; if it is a phantom, name the phantom model with --model"
+        )
+    return warnings
+
+
 def check_plausibility(
     array: np.ndarray,
     modality: str,
@@ -95,6 +117,7 @@ def check_plausibility(
     spacing: tuple[float, ...],
     bundle: Bundle | None = None,
     dicom_modality: str | None = None,
+    domain: InputDomain | None = None,
     strict: bool = False,
 ) -> list[str]:
     """All plausibility warnings for a source volume; with ``strict`` any warning is an ``InputError``.
@@ -105,10 +128,13 @@ def check_plausibility(
         size: image size ``(x, y, z)``; spacing: ``(x, y, z)`` mm.
         bundle: the model that will run (for its field of view).
         dicom_modality: the DICOM Modality tag of the source, when it came from DICOM.
+        domain: the input's :func:`MedTransCore.domain.classify_domain` (:func:`domain_warnings`).
     """
     warnings = dicom_warnings(dicom_modality, modality) + intensity_warnings(array, modality)
     if bundle is not None:
         warnings += field_of_view_warnings(size, spacing, bundle)
+    if domain is not None:
+        warnings += domain_warnings(domain, bundle)
     if strict and warnings:
         raise InputError("; ".join(warnings) + " (--strict)")
     return warnings

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..bundles import SHIPPED_DIR, installed_bundles, user_model_dirs
+from ..domain import bundle_domain_words
 
 
 def add_parser(sub) -> None:
@@ -31,7 +32,12 @@ def run_models(args: argparse.Namespace) -> int:
     bundles, broken = installed_bundles(), broken_bundles()  # broken: folders that do not load, with the reason
     if args.json:
         rows = [
-            {"name": b.name, "path": str(b.path), **{k: b.metadata[k] for k in ("family", "version", "pairs")}}
+            {
+                "name": b.name,
+                "path": str(b.path),
+                **{k: b.metadata[k] for k in ("family", "version", "pairs")},
+                "domain": b.domain,  # declared, or implied by older metadata; null: not declared
+            }
             for b in bundles
         ]
         rows += [{"name": b.name, "path": str(b.path), "broken": b.reason} for b in broken]
@@ -42,6 +48,7 @@ def run_models(args: argparse.Namespace) -> int:
         pairs = b.pairs
         shown = ", ".join(f"{s}->{t}" for s, t in pairs[:6]) + (f", ... ({len(pairs)} pairs)" if len(pairs) > 6 else "")
         print(f"{b.name:<24} {b.family:<20} {b.metadata['version']:<8} {shown}")
+        print(f"{'':<24} domain: {bundle_domain_words(b.domain)}")
     for b in broken:
         print(f"{b.name:<24} BROKEN: {b.reason}")
     if not bundles:

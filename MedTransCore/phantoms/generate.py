@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..domain import phantom_note
 from ..errors import InputError
 from ..modalities import MODALITIES
 from .anatomy import ANATOMIES, make_labels
@@ -157,6 +158,9 @@ def generate_phantom(
         img.SetSpacing(spacing)
         img.SetOrigin(origin)
         img.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        # Provenance that travels with the image (NIfTI descrip, NRRD/MetaImage notes): read by
+        # MedTransCore.domain.domain_hints so that a phantom is never mistaken for a patient, nor the reverse.
+        img.SetMetaData("ITK_FileNotes", phantom_note(anatomy, seed))
         return img
 
     return PhantomCase(

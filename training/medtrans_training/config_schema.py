@@ -20,7 +20,11 @@ ANY = None
 Schema = dict[str, Any] | Callable[[Any, str], None] | None
 
 OPTIMISER = {"lr": ANY, "betas": ANY, "weight_decay": ANY}
-EXPORT = {key: ANY for key in ("name", "version", "description", "licence", "limitations")}
+EXPORT = {
+    **{key: ANY for key in ("name", "version", "description", "licence", "limitations")},
+    # the bundle's training domain, copied as is (MedTransCore.bundles.validate_metadata checks its words)
+    "domain": {"anatomy": ANY, "preprocessing": ANY, "training_data": ANY},
+}
 
 
 def _leaves(*names: str) -> dict[str, None]:
@@ -82,6 +86,8 @@ def _data() -> dict[str, Any]:
             "standardise",
             "repeats",
             "val_repeats",
+            "sampling",
+            "context",
         ),  # fmt: skip
         "phantom": _leaves("anatomy", "shape", "spacing", "train_seeds", "val_seeds", "test_seeds"),
         "augment": _augment,

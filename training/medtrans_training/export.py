@@ -122,6 +122,8 @@ def export_run(
         "metrics": {},
         "licence": export.get("licence", "Apache-2.0"),
         "limitations": export.get("limitations", ""),
+        # anatomy, preprocessing, real or phantom training data: what the default model choice matches inputs to
+        **({"domain": dict(export["domain"])} if export.get("domain") else {}),
         **{k: v for k, v in fields.items() if k not in ("network", "sampler")},
     }
     provisional = out.parent / f".{out.name}.provisional-{os.getpid()}"
