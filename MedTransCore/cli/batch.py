@@ -1,8 +1,11 @@
 """``medtrans batch``: translate a cohort from a CSV manifest, resumably, past bad cases.
 
-Everything is checked before the first case runs: the manifest (:mod:`.manifest`), ``status.json`` left by an
-earlier run in ``--out``, and every output (no input replaced, nothing existing replaced without ``--overwrite``;
-``status.json`` and ``summary.csv`` of the batch being resumed are its own and are kept up to date).
+A case may have several sources (e.g. three MR sequences in, the missing one out): its further sources are columns
+named after their modality (``MR_T1C``, ``MR_FLAIR`` ...), see :mod:`.manifest`; ``input`` stays the first source
+and the reference grid. Everything is checked before the first case runs: the manifest (:mod:`.manifest`),
+``status.json`` left by an earlier run in ``--out``, and every output (no input replaced, nothing existing replaced
+without ``--overwrite``; ``status.json`` and ``summary.csv`` of the batch being resumed are its own and are kept up
+to date).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..domain import domain_hints
 from ..errors import InputError, MedTransError
 from ..io import read_image, read_mask
 from ..io.writing import write_text
 from ..metrics import evaluate_images
 from ..translate import translate_image
-from .manifest import PATH_COLUMNS, REQUIRED_COLUMNS, read_manifest
+from .manifest import REQUIRED_COLUMNS, extra_sources, read_manifest, row_paths
 from .options import add_model_options, add_overwrite_option
 from .outputs import file_output, image_output, plan_outputs, write_synthetic
 from .progress import track
@@ -33,7 +37,11 @@ SUMMARY_FILE = "summary.csv"
 def add_parser(sub) -> None:
     p = sub.add_parser("batch", help="translate every case of a CSV manifest (resumable)")
     p.add_argument(
-        "manifest", type=Path, help=f"CSV (UTF-8) with columns {', '.join(REQUIRED_COLUMNS)} [, reference, mask, case]"
+        "manifest",
+        type=Path,
+        help=f"CSV (UTF-8) with columns {', '.join(REQUIRED_COLUMNS)} [, reference, mask, case] and, for several "
+        "sources, one column per further source named after its modality (e.g. MR_T1C, MR_FLAIR) holding its path "
+        "(input is the first source and the reference grid; leave a cell empty when a case lacks that sequence)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder: one sub-folder per case + summary.csv")
     add_model_options(p)
@@ -75,10 +83,16 @@ def _done(status: dict[str, dict], row: dict[str, str]) -> bool:
 def run_case(row: dict[str, str], output: Path, args: argparse.Namespace) -> dict:
     """Translate (and score) one case, then write its output; returns its summary row."""
     image, info = read_image(Path(row["input"]))
+    extras, tags = {}, {}
+    for modality, path in extra_sources(row):
+        extras[modality], extra_info = read_image(Path(path))
+        tags[modality] = extra_info.dicom_modality
+    more = {"extra_sources": extras, "extra_dicom_modalities": tags} if extras else {}
     result = translate_image(
         image,
         row["source_modality"],
         row["target_modality"],
+        **more,
         model=args.model,
         steps=args.steps,
         sampler=args.sampler,
@@ -86,6 +100,7 @@ def run_case(row: dict[str, str], output: Path, args: argparse.Namespace) -> dic
         device=args.device,
         strict=args.strict,
         dicom_modality=info.dicom_modality,
+        hints=domain_hints(info.metadata),
     )
     summary = {"model": result.bundle.name, "warnings": " | ".join(result.warnings)}
     if row.get("reference"):  # scored first: a case that fails leaves no output behind
@@ -102,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     status = read_status(status_path)
     resuming = status_path.is_file()  # its status.json and summary.csv are this batch's own
     todo = [row for row in rows if not _done(status, row)]
-    inputs = [args.manifest, *(Path(row[k]) for row in rows for k in PATH_COLUMNS if row.get(k))]
+    inputs = [args.manifest, *(p for row in rows for p in row_paths(row))]
     wanted = [image_output(case_output(args.out, row), f"case {row['case']!r}") for row in todo]
     wanted += [file_output(p, "--out", replaceable=resuming) for p in (status_path, summary_path)]
     planned = plan_outputs(wanted, inputs, overwrite=args.overwrite)

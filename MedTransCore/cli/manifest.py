@@ -1,5 +1,16 @@
 """The batch manifest: a CSV of cases, read as UTF-8 and checked as a whole before any case runs.
 
+Columns: ``input``, ``source_modality``, ``target_modality`` (required); ``reference``, ``mask``, ``case``
+(optional); and, for several sequences in, one optional column per further source, named after its modality key
+(``MR_T1``, ``MR_T1C``, ``MR_FLAIR`` ...) and holding its path. ``input`` is the first source and the reference
+grid; the further sources follow in the order of their columns. A case leaves the cells of sequences it does not have
+empty (it then runs with the sources it has); a further source may be neither the case's ``source_modality`` nor its
+``target_modality``. Example (BraSyn: three sequences in, the missing one out)::
+
+    case,input,source_modality,MR_T1C,MR_FLAIR,target_modality
+    p01,p01/t1.nii.gz,MR_T1,p01/t1c.nii.gz,p01/flair.nii.gz,MR_T2
+
+Every path (``input``, ``reference``, ``mask`` and the source columns) is resolved against the manifest's folder.
 A byte-order mark (Excel's "CSV UTF-8") is accepted. Case names become folders under ``--out``, so they must be
 plain, unique folder names: a name such as ``../escaped`` or ``/tmp/x`` would write outside ``--out``.
 """
@@ -22,6 +33,16 @@ RESERVED_NAMES = ("status.json", "summary.csv")
 _SHOWN = 5
 
 
+def extra_sources(row: dict[str, str]) -> list[tuple[str, str]]:
+    """``[(modality, path), ...]`` of a row's further sources (its non-empty modality columns, in column order)."""
+    return [(key, value) for key, value in row.items() if key in MODALITIES and value]
+
+
+def row_paths(row: dict[str, str]) -> list[Path]:
+    """Every file or folder a case reads: input, reference, mask and its further sources."""
+    return [Path(row[k]) for k in PATH_COLUMNS if row.get(k)] + [Path(p) for _, p in extra_sources(row)]
+
+
 def read_manifest(path: Path) -> list[dict[str, str]]:
     """Rows of the manifest, checked, with relative paths resolved against the manifest's folder.
 
@@ -29,7 +50,8 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
 
     Raises:
         InputError: a missing or non-UTF-8 file, missing columns, no rows, or rows with a missing input, an unknown
-            modality, or a case name that is not a plain, unique folder name (the error names their lines).
+            modality, a further source (modality column) that is the row's source or target modality, or a case
+            name that is not a plain, unique folder name (the error names their lines).
     """
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist")
@@ -42,7 +64,11 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         for key in ("source_modality", "target_modality"):
             if row.get(key) not in MODALITIES:
                 problems.append(f"{where}: unknown {key} {row.get(key)!r} (choose from {', '.join(MODALITIES)})")
-        for key in PATH_COLUMNS:
+        for key, _ in extra_sources(row):
+            for role in ("source_modality", "target_modality"):
+                if row.get(role) == key:
+                    problems.append(f"{where}: column {key} is also the {role}; a further source must be another one")
+        for key in [*PATH_COLUMNS, *(k for k, _ in extra_sources(row))]:
             if row.get(key):
                 p = Path(row[key]).expanduser()
                 row[key] = str(p if p.is_absolute() else path.parent / p)

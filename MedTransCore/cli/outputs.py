@@ -222,10 +222,20 @@ def _check_existing(output: Output, overwrite: bool) -> None:
 
 
 def synthetic_metadata(settings: dict) -> dict[str, str]:
-    """Key-value metadata recorded in every synthetic file."""
+    """Key-value metadata recorded in every synthetic file (a list, e.g. ``source_modalities``, as ``A,B,C``)."""
     meta = {"MedTrans_Synthetic": "true"}
-    meta.update({f"MedTrans_{key}": str(value) for key, value in settings.items()})
+    meta.update(
+        {
+            f"MedTrans_{key}": ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            for key, value in settings.items()
+        }
+    )
     return meta
+
+
+def sources_label(settings: dict) -> str:
+    """What a synthetic volume was made from: ``MR_T1`` or ``MR_T1 + MR_FLAIR`` (settings of any version)."""
+    return " + ".join(settings.get("source_modalities") or [settings["source_modality"]])
 
 
 def write_synthetic(
@@ -245,7 +255,7 @@ def write_synthetic(
     if planned.kind == "image":
         meta = synthetic_metadata(settings)
         return write_image(image, output, overwrite=overwrite, metadata=meta, synthetic=True, outputs=outputs)
-    description = f"SYNTHETIC {target} from {settings['source_modality']} ({settings['model']})"
+    description = f"SYNTHETIC {target} from {sources_label(settings)} ({settings['model']})"
     return write_dicom_series(
         image, output, modality="CT", series_description=description, overwrite=overwrite, outputs=outputs
     )

@@ -8,7 +8,7 @@ source window to a target window.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ class Translator(ABC):
     stochastic: bool = False
     #: the sampler a diffusion family runs (``None`` for the others); see :meth:`use_sampler`.
     sampler: str | None = None
+    #: True when the family takes several co-registered sources at once (:meth:`translate_sources`).
+    multi_source: bool = False
 
     def __init__(self, bundle: Bundle, device: torch.device | str = "cpu") -> None:
         self.bundle = bundle
@@ -52,6 +54,20 @@ class Translator(ABC):
             pairs = ", ".join(f"{s}->{t}" for s, t in self.bundle.pairs)
             raise InputError(
                 f"model {self.bundle.name!r} does not support {source_modality}->{target_modality}; it supports: {pairs}"
+            )
+
+    def check_sources(self, source_modalities: Sequence[str], target_modality: str) -> None:
+        """Raise ``InputError`` unless the bundle lists this set of sources for the target."""
+        if len(source_modalities) == 1:
+            self.check_pair(source_modalities[0], target_modality)
+            return
+        if not self.multi_source:
+            raise InputError(
+                f"model {self.bundle.name!r} ({self.family}) takes one source; got {', '.join(source_modalities)}"
+            )
+        if not self.bundle.supports_sources(source_modalities, target_modality):
+            raise InputError(
+                f"model {self.bundle.name!r} does not list {' + '.join(source_modalities)} -> {target_modality}"
             )
 
     @property
@@ -135,3 +151,41 @@ class Translator(ABC):
         Returns:
             ``(B, 1, Z, Y, X)`` normalised target intensities.
         """
+
+    def translate_sources(
+        self,
+        sources: torch.Tensor,
+        source_modalities: Sequence[str],
+        target_modality: str,
+        *,
+        steps: int | None = None,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> torch.Tensor:
+        """Translate one window of one or several co-registered sources (what the pipeline calls).
+
+        Args:
+            sources: ``(B, C, Z, Y, X)`` normalised sources on the model's grid, channel ``c`` holding
+                ``source_modalities[c]``.
+            source_modalities: ``C`` registry keys, distinct.
+            target_modality, steps, seed, progress, cancel: as :meth:`translate`.
+
+        Returns:
+            ``(B, 1, Z, Y, X)`` normalised target intensities.
+
+        Single-source families keep implementing :meth:`translate` only; multi-source families
+        (``multi_source = True``) override this method.
+        """
+        if sources.shape[1] != len(source_modalities):
+            raise ValueError(f"{sources.shape[1]} source channels but {len(source_modalities)} modalities")
+        self.check_sources(source_modalities, target_modality)
+        return self.translate(
+            sources,
+            source_modalities[0],
+            target_modality,
+            steps=steps,
+            seed=seed,
+            progress=progress,
+            cancel=cancel,
+        )
