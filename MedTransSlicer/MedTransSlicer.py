@@ -4,6 +4,7 @@ This file is the thin Qt layer; all work is in ``MedTransSlicerLib`` (MRML only,
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 
 import qt
@@ -62,6 +63,18 @@ class MedTransSlicerLogic(ScriptedLoadableModuleLogic):
         return MedTransSlicerParameterNode(super().getParameterNode())
 
 
+@dataclass
+class ExtraSourceRow:
+    """One "additional source" row of the panel: its widget, modality list and volume selector."""
+
+    widget: object
+    modalityComboBox: object
+    volumeSelector: object
+
+    def value(self):
+        return self.modalityComboBox.currentText, self.volumeSelector.currentNode()
+
+
 class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the .ui to the parameter node and drives ``MedTransLogic.translateAsync`` with a QTimer."""
 
@@ -72,6 +85,7 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.run = None
         self._parameterNode = None
         self._connectionTag = None
+        self.extraSourceRows: list[ExtraSourceRow] = []
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -90,6 +104,7 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.browseModelButton.clicked.connect(self.onBrowseModel)
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.sourceSelector.currentNodeChanged.connect(self.onSourceChanged)
+        self.ui.addExtraSourceButton.clicked.connect(lambda: self.addExtraSourceRow())
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -112,6 +127,8 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
+        for row in list(self.extraSourceRows):
+            self.removeExtraSourceRow(row)
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -140,6 +157,7 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasModel = self._fillModels(p.sourceModality, p.targetModality, p.model)
         running = self.run is not None
         self.ui.alignReferenceCheckBox.enabled = p.referenceVolume is not None and not running
+        self.ui.extraSourcesWidget.enabled = not running
         self.ui.translateButton.enabled = running or (p.sourceVolume is not None and hasModel)
         self.ui.translateButton.text = "Cancel" if running else "Translate"
         if not hasModel and not running:
@@ -173,6 +191,53 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if guess is not None and self._parameterNode is not None:
             self._parameterNode.sourceModality = guess
 
+    # -- additional sources (rows of modality + volume; the logic checks them when Translate is pressed) ----
+
+    def addExtraSourceRow(self, modality=None, node=None) -> ExtraSourceRow:
+        p = self._parameterNode
+        taken = {p.sourceModality, p.targetModality} if p is not None else set()
+        taken |= {r.modalityComboBox.currentText for r in self.extraSourceRows}
+        widget = qt.QWidget()
+        rowLayout = qt.QHBoxLayout(widget)
+        rowLayout.setContentsMargins(0, 0, 0, 0)
+        modalityComboBox = qt.QComboBox()
+        modalityComboBox.addItems(MODALITY_KEYS)
+        modalityComboBox.currentText = modality or next((k for k in MODALITY_KEYS if k not in taken), MODALITY_KEYS[0])
+        modalityComboBox.toolTip = "What this additional volume is"
+        volumeSelector = slicer.qMRMLNodeComboBox()
+        volumeSelector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+        volumeSelector.hideChildNodeTypes = ["vtkMRMLLabelMapVolumeNode"]
+        volumeSelector.showChildNodeTypes = False
+        volumeSelector.addEnabled = volumeSelector.removeEnabled = False
+        volumeSelector.noneEnabled = True
+        volumeSelector.setMRMLScene(slicer.mrmlScene)
+        volumeSelector.setCurrentNode(node)
+        volumeSelector.toolTip = "A volume of the same patient, co-registered with the source volume"
+        removeButton = qt.QToolButton()
+        removeButton.text = "Remove"
+        removeButton.toolTip = "Remove this additional source"
+        rowLayout.addWidget(modalityComboBox)
+        rowLayout.addWidget(volumeSelector, 1)
+        rowLayout.addWidget(removeButton)
+        row = ExtraSourceRow(widget, modalityComboBox, volumeSelector)
+        volumeSelector.currentNodeChanged.connect(lambda node, row=row: self.onExtraSourceChanged(row, node))
+        removeButton.clicked.connect(lambda checked=False, row=row: self.removeExtraSourceRow(row))
+        rows = self.ui.extraSourcesWidget.layout()
+        rows.insertWidget(rows.count() - 1, widget)  # above the "Add source" button
+        self.extraSourceRows.append(row)
+        return row
+
+    def removeExtraSourceRow(self, row: ExtraSourceRow) -> None:
+        if row in self.extraSourceRows:
+            self.extraSourceRows.remove(row)
+            row.widget.setParent(None)
+            row.widget.deleteLater()
+
+    def onExtraSourceChanged(self, row: ExtraSourceRow, node) -> None:
+        guess = self.logic.guessSourceModality(node) if node is not None else None
+        if guess is not None:
+            row.modalityComboBox.currentText = guess
+
     # -- running -----------------------------------------------------------------------------------------
 
     def onTranslateButton(self):
@@ -187,6 +252,7 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.sourceVolume, p.sourceModality, p.targetModality, model=p.model or None,
                 referenceNode=p.referenceVolume, steps=p.steps or None, seed=p.seed, device=p.device,
                 uncertainty=p.uncertainty, progress=self.onProgress, alignReference=p.alignReference,
+                extraSources=[row.value() for row in self.extraSourceRows],
             )  # fmt: skip
         except MedTransError as error:
             slicer.util.errorDisplay(str(error), windowTitle="MedTrans")
@@ -229,11 +295,7 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFinished(self, outputs, sourceNode, referenceNode):
         self.logic.showResults(outputs, sourceNode, referenceNode)
         layout.resetViewsInApplication()
-        s = outputs.settings
-        text = f"Made {outputs.syntheticNode.GetName()} with {s.get('model')} {s.get('version')} on {s.get('device')}."
-        if outputs.warnings:
-            text += " Warnings: " + "; ".join(outputs.warnings)
-        self.ui.statusLabel.text = text
+        self.ui.statusLabel.text = outputs.statusText()  # includes the model's limitations and the warnings
 
     def onFailed(self, message):
         self.ui.statusLabel.text = "Failed: " + message

@@ -76,9 +76,14 @@ def window_items() -> list[dict]:
 
 def volume_info(role: str, name: str, image: sitk.Image) -> str:
     """``Source: head (CBCT) · 64×64×64 voxels · 3.0×3.0×3.0 mm``."""
+    return f"{role}: {volume_size(name, image)}"
+
+
+def volume_size(name: str, image: sitk.Image) -> str:
+    """``head · 64×64×64 voxels · 3.0×3.0×3.0 mm``."""
     size = "×".join(map(str, image.GetSize()))
     spacing = "×".join(f"{s:.2g}" for s in image.GetSpacing())
-    return f"{role}: {name} · {size} voxels · {spacing} mm"
+    return f"{name} · {size} voxels · {spacing} mm"
 
 
 def modality_word(key: str) -> str:
@@ -87,11 +92,24 @@ def modality_word(key: str) -> str:
     return key.replace("_", " ")
 
 
+def sources_words(settings: dict) -> str:
+    """``MR T1`` for one source, ``MR T1 + MR FLAIR`` for several (``source_modalities``, the reference first)."""
+    keys = settings.get("source_modalities") or [settings["source_modality"]]
+    return " + ".join(modality_word(key) for key in keys)
+
+
+def extra_source_modality(guess: str | None, taken: set[str], target: str) -> str:
+    """The modality of an added source: the guess when it is free, else the first modality neither used nor the target."""
+    if guess is not None and guess not in taken and guess != target:
+        return guess
+    return next((key for key in MODALITIES if key not in taken and key != target), guess or next(iter(MODALITIES)))
+
+
 def result_summary(settings: dict) -> str:
     """``Synthetic CT from CBCT · model identity 0.1.0 (identity) · seed 0 · cpu``."""
     steps = f" · {settings['steps']} steps" if settings.get("steps") else ""
     return (
-        f"Synthetic {modality_word(settings['target_modality'])} from {modality_word(settings['source_modality'])}"
+        f"Synthetic {modality_word(settings['target_modality'])} from {sources_words(settings)}"
         f" · model {settings['model']} {settings.get('version', '')} ({settings.get('family', '?')})"
         f"{steps} · seed {settings.get('seed', 0)} · {settings.get('device', '?')}"
     )
@@ -124,7 +142,7 @@ def view_captions(
         else ("REFERENCE", "", f"Optional: upload the acquired {target} for a difference map and metrics"),
     }
     if settings is not None:
-        made = f"made by model {settings['model']} from {modality_word(settings['source_modality'])}"
+        made = f"made by model {settings['model']} from {sources_words(settings)}"
         if difference_span is not None:
             unit = get_modality(settings["target_modality"]).unit
             made = f"difference to reference: blue −{difference_span:.0f} … red +{difference_span:.0f} {unit}"
@@ -139,7 +157,7 @@ def initial_state(max_upload_bytes: int) -> dict:
         "status": "ready: load the demo phantom or upload a volume",
         "progress": 0.0,
         "running": False,
-        "uploading": "",  # "source" or "reference" while an upload is read
+        "uploading": "",  # "source", "reference" or "extra" while an upload is read
         "max_upload_bytes": max_upload_bytes,
         "has_source": False,
         "has_result": False,
@@ -147,6 +165,7 @@ def initial_state(max_upload_bytes: int) -> dict:
         "result_is_ct": False,
         "source_info": "",
         "reference_info": "",
+        "extra_sources": [],  # additional sources: {"id", "name", "modality", "info"}, in the order added
         "source_modality": "CBCT",
         "target_modality": "CT",
         "modality_items": modality_items(),
@@ -168,6 +187,7 @@ def empty_result() -> dict:
         "has_difference": False,
         "metrics": [],
         "metrics_note": "Metrics appear after a translation with a reference volume.",
+        "limitations": "",  # the model's own statement of what it cannot do
         "result_summary": "No synthetic volume yet.",
         "download_name_nifti": "synthetic.nii.gz",
         "download_name_dicom": "synthetic_dicom.zip",

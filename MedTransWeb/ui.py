@@ -50,6 +50,8 @@ class PageCallbacks:
 
     load_demo: Callable[[], None]
     upload_chunk: Callable[[str, list[dict]], None]  # (role, files); an empty list ends an upload
+    set_extra_modality: Callable[[int, str], None]  # (id of an added source, modality key)
+    remove_extra_source: Callable[[int], None]  # (id of an added source)
     translate_or_cancel: Callable[[], None]
     download_nifti: Callable[[], object]
     download_dicom: Callable[[], object]
@@ -104,13 +106,48 @@ def _input_section(server: Server, callbacks: PageCallbacks) -> None:
         raw_attrs=['data-testid="load-demo"'],
     )
     _upload_button(server, "source", "Upload volume", "mdi-upload", callbacks)
+    _upload_button(server, "extra", "Add source (another sequence)", "mdi-plus", callbacks)
     _upload_button(server, "reference", "Upload reference (optional)", "mdi-upload-outline", callbacks)
     html.Div(
-        "NIfTI, NRRD, MHA, or a zipped DICOM series. The reference is the real target scan, for metrics.",
+        "NIfTI, NRRD, MHA, or a zipped DICOM series. Added sources are other sequences of the same patient for "
+        "models that take several; the reference is the real target scan, for metrics.",
         classes="text-caption text-medium-emphasis mb-1",
     )
     html.Div("{{ source_info }}", classes="text-caption", raw_attrs=['data-testid="source-info"'])
+    _extra_sources_list(callbacks)
     html.Div("{{ reference_info }}", classes="text-caption", raw_attrs=['data-testid="reference-info"'])
+
+
+def _extra_sources_list(callbacks: PageCallbacks) -> None:
+    """One row per added source: its modality (changeable), its name and size, and a remove button."""
+    with html.Div(
+        v_for="extra in extra_sources",
+        key="extra.id",
+        classes="d-flex align-center ga-1 my-1",
+        raw_attrs=['data-testid="extra-source"', ':data-modality="extra.modality"'],
+    ):
+        v3.VSelect(
+            model_value=("extra.modality",),
+            items=("modality_items",),
+            item_title="value",
+            update_modelValue=(callbacks.set_extra_modality, "[extra.id, $event]"),
+            disabled=("running",),
+            density="compact",
+            variant="outlined",
+            hide_details=True,
+            style="flex: 0 0 150px",
+            raw_attrs=['data-testid="extra-source-modality"'],
+        )
+        html.Div("{{ extra.info }}", classes="text-caption flex-grow-1", style="min-width: 0")
+        v3.VBtn(
+            icon="mdi-close",
+            size="x-small",
+            variant="text",
+            title="Remove this source",
+            click=(callbacks.remove_extra_source, "[extra.id]"),
+            disabled=("running",),
+            raw_attrs=['data-testid="remove-extra-source"'],
+        )
 
 
 def _translation_section(callbacks: PageCallbacks) -> None:
@@ -163,15 +200,6 @@ def _translation_section(callbacks: PageCallbacks) -> None:
         classes=("status.startsWith('error') ? 'mt-status text-error' : 'mt-status'",),
         raw_attrs=['data-testid="status"', 'role="status"', 'aria-live="polite"'],
     )
-    with v3.VAlert(
-        v_if=("warnings.length",),
-        type="warning",
-        variant="tonal",
-        density="compact",
-        classes="mt-2 text-caption",
-        raw_attrs=['data-testid="warnings"'],
-    ):
-        html.Div("{{ w }}", v_for="w in warnings", key="w")
 
 
 def _display_section(callbacks: PageCallbacks) -> None:
@@ -216,6 +244,26 @@ def _display_section(callbacks: PageCallbacks) -> None:
 def _results_section(server: Server, callbacks: PageCallbacks) -> None:
     html.Div("4 · Results", classes="mt-section")
     html.Div("{{ result_summary }}", classes="text-caption mb-2", raw_attrs=['data-testid="result-summary"'])
+    with v3.VAlert(
+        v_if=("limitations",),
+        type="info",
+        variant="tonal",
+        density="compact",
+        title="Model limitations",
+        classes="mb-2 text-caption",
+        raw_attrs=['data-testid="limitations"'],
+    ):
+        html.Div("{{ limitations }}")
+    with v3.VAlert(
+        v_if=("warnings.length",),
+        type="warning",
+        variant="tonal",
+        density="compact",
+        title="Warnings",
+        classes="mb-2 text-caption",
+        raw_attrs=['data-testid="warnings"'],
+    ):
+        html.Div("{{ w }}", v_for="w in warnings", key="w")
     with html.Table(classes="mt-metrics mb-2", raw_attrs=['data-testid="metrics-table"']):
         with html.Tr(v_for="row in metrics", key="row.name", raw_attrs=[':data-metric="row.name"']):
             html.Th("{{ row.label }}")

@@ -55,7 +55,7 @@ def reported(handler: Callable) -> Callable:
 
 
 class MedTransWebApp(TrameApp):
-    """One page: load a volume, translate it, compare, download.
+    """One page: load a volume (and other sequences of the same patient), translate it, compare, download.
 
     Args:
         server: trame server (default: a new one).
@@ -81,15 +81,19 @@ class MedTransWebApp(TrameApp):
         self.views = ComparisonViews(self.slicer, self.server, software_rendering=software_rendering)
         self.nodes: dict[str, object] = {}  # "source", "reference" -> volume node
         self.modalities: dict[str, str] = {}  # "source", "reference" -> modality key of that node
+        self.extras: dict[int, object] = {}  # id of an added source -> its volume node (state.extra_sources: the rest)
+        self._next_extra = 1
         self.demo: dict[str, str] | None = None  # role -> phantom modality while the demo is shown
         self.outputs = None  # TranslationOutputs of the last successful run
         self.run = None  # TranslationRun in flight
-        self._chunks: dict[str, list[dict]] = {"source": [], "reference": []}
+        self._chunks: dict[str, list[dict]] = {"source": [], "reference": [], "extra": []}
         self._tasks: set[asyncio.Task] = set()
         self.state.update(presenting.initial_state(self.limits.max_bytes))
         callbacks = PageCallbacks(
             load_demo=self.load_demo,
             upload_chunk=self.upload_chunk,
+            set_extra_modality=self.set_extra_modality,
+            remove_extra_source=self.remove_extra_source,
             translate_or_cancel=self.translate_or_cancel,
             download_nifti=functools.partial(self.download, dicom=False),
             download_dicom=functools.partial(self.download, dicom=True),
@@ -226,10 +230,45 @@ class MedTransWebApp(TrameApp):
             description = f"{upload.name} {upload.info.series_description or ''}"
             array = sitk.GetArrayViewFromImage(upload.image)
             modality = guessModality(description, upload.info.dicom_modality, array) or self.state.source_modality
+        if role == "extra":
+            with self.state:
+                self._add_extra_source(upload, modality)
+            return
         with self.state:
             self.demo = None
             self._add_volume(role, upload.image, upload.name, modality)
             self.state.status = f"ready: {upload.name} loaded as the {role} ({presenting.modality_word(modality)})"
+
+    # -- additional sources (other sequences of the same patient, for models that take several) ----------
+
+    def _add_extra_source(self, upload, guess: str | None) -> None:
+        taken = {self.state.source_modality, *(e["modality"] for e in self.state.extra_sources)}
+        modality = presenting.extra_source_modality(guess, taken, self.state.target_modality)
+        array = sitk.GetArrayFromImage(upload.image)
+        node = volumes.addVolumeNode(self.slicer.scene, array, volumes.ijkToRasFromImage(upload.image), upload.name)
+        extra_id, self._next_extra = self._next_extra, self._next_extra + 1
+        self.extras[extra_id] = node
+        info = presenting.volume_size(upload.name, upload.image)
+        entry = {"id": extra_id, "name": upload.name, "modality": modality, "info": info}
+        self.state.extra_sources = [*self.state.extra_sources, entry]
+        word = presenting.modality_word(modality)
+        self.state.status = f"ready: {upload.name} added as an additional source ({word})"
+
+    def set_extra_modality(self, extra_id: int, modality: str) -> None:
+        presenting.modality_word(modality)  # a known key
+        self.state.extra_sources = [
+            {**e, "modality": modality} if e["id"] == extra_id else e for e in self.state.extra_sources
+        ]
+
+    def remove_extra_source(self, extra_id: int) -> None:
+        if self.state.running:
+            return
+        self._remove_node(self.extras.pop(extra_id, None))
+        self.state.extra_sources = [e for e in self.state.extra_sources if e["id"] != extra_id]
+
+    def _extra_source_rows(self) -> list[tuple[str, object]]:
+        """``(modality, node)`` of every added source, in the order added (the logic refuses bad rows)."""
+        return [(e["modality"], self.extras[e["id"]]) for e in self.state.extra_sources if e["id"] in self.extras]
 
     # -- translation -------------------------------------------------------------------------------------
 
@@ -265,6 +304,7 @@ class MedTransWebApp(TrameApp):
                 model=model,
                 referenceNode=reference,
                 progress=self._on_progress,
+                extraSources=self._extra_source_rows(),
             )
             while True:
                 with self.state:
@@ -303,6 +343,7 @@ class MedTransWebApp(TrameApp):
                 "result_is_ct": get_modality(target).is_ct,
                 "warnings": [*self.state.warnings, *outputs.warnings],
                 "result_summary": presenting.result_summary(settings),
+                "limitations": outputs.limitations,
                 "download_name_nifti": names["nifti"],
                 "download_name_dicom": names["dicom"],
                 "status": f"done in {seconds:.1f} s · synthetic {target} by {settings['model']} on {settings['device']}",

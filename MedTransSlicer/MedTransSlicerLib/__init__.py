@@ -19,9 +19,11 @@ Non-blocking use (GUIs): same arguments, returns a :class:`TranslationRun` at on
 
 ``translate`` / ``translateAsync`` take ``(sourceNode, sourceModality, targetModality, model=None,
 referenceNode=None, steps=None, seed=0, device="auto", uncertainty=False, progress=None, cancel=None,
-alignReference=False)``; modalities are ``MedTransCore.modalities`` keys. Input errors raise a
-``MedTransCore.errors.MedTransError`` (and emit ``logic.errorOccurred(message)``) before anything starts;
-a failed run reports through ``run.failed`` and ``logic.errorOccurred`` and adds no node.
+alignReference=False, *, extraSources=None)``; modalities are ``MedTransCore.modalities`` keys. Models that take
+several co-registered sequences get the others as ``extraSources={"MR_FLAIR": flairNode, ...}`` (the source node
+stays the reference grid); ``outputs.limitations`` and ``outputs.statusText()`` say what the model cannot do.
+Input errors raise a ``MedTransCore.errors.MedTransError`` (and emit ``logic.errorOccurred(message)``) before
+anything starts; a failed run reports through ``run.failed`` and ``logic.errorOccurred`` and adds no node.
 """
 
 from .dependencies import makeCoreImportable

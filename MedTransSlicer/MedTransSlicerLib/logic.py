@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import slicer
 
-from MedTransCore.bundles import Bundle, installed_bundles, select_bundle
+from MedTransCore.bundles import Bundle, find_bundle, installed_bundles, select_bundle
 from MedTransCore.errors import InputError, MedTransError
 from MedTransCore.modalities import get_modality
 
 from . import guess, layout, volumes
 from .process import ProcessRunner, SubprocessRunner, childEnvironment, defaultPythonExecutable, translateCommand
-from .run import RunRequest, TranslationOutputs, TranslationRun
+from .run import SOURCE_FILE, RunRequest, TranslationOutputs, TranslationRun, extraSourceFile
 from .signals import Signal
 
 Progress = Callable[[float, str], None]
+# Additional sources: {modality: volume node}, or (modality, volume node) rows as a GUI lists them (duplicates
+# in rows are refused instead of silently dropped).
+ExtraSources = Mapping[str, object] | Iterable[tuple[str, object]]
 DEVICES = {"auto": "auto", "cpu": "cpu", "cuda": "cuda", "gpu": "cuda"}
 
 
@@ -64,6 +67,8 @@ class MedTransLogic:
         progress: Progress | None = None,
         cancel: Callable[[], bool] | None = None,
         alignReference: bool = False,
+        *,
+        extraSources: ExtraSources | None = None,
     ) -> TranslationOutputs:
         """Translate ``sourceNode`` and wait for the result (the work still runs in a background process).
 
@@ -81,6 +86,10 @@ class MedTransLogic:
             cancel: polled while waiting; returning True kills the process and raises ``CancelledError``.
             alignReference: rigidly register the reference onto the synthetic volume first (a reference
                 acquired on another day); keeps the transform as a node.
+            extraSources: additional co-registered sources for models that take several sequences, e.g.
+                ``{"MR_FLAIR": flairNode}`` (or ``(modality, node)`` rows). Each modality once, none the target,
+                no node twice nor the source node; they are resampled onto the source's grid by the core, so the
+                result stays on exactly the source geometry.
 
         Returns:
             The added nodes (see :class:`TranslationOutputs`).
@@ -91,7 +100,7 @@ class MedTransLogic:
         """
         run = self.translateAsync(
             sourceNode, sourceModality, targetModality, model, referenceNode, steps, seed, device, uncertainty,
-            progress, cancel, alignReference=alignReference,
+            progress, cancel, alignReference=alignReference, extraSources=extraSources,
         )  # fmt: skip
         return run.wait()
 
@@ -109,6 +118,8 @@ class MedTransLogic:
         progress: Progress | None = None,
         cancel: Callable[[], bool] | None = None,
         alignReference: bool = False,
+        *,
+        extraSources: ExtraSources | None = None,
     ) -> TranslationRun:
         """Start a translation and return at once; arguments as :meth:`translate`.
 
@@ -118,7 +129,7 @@ class MedTransLogic:
         try:
             request = self._request(
                 sourceNode, sourceModality, targetModality, model, referenceNode, steps, seed, device,
-                uncertainty, alignReference,
+                uncertainty, alignReference, extraSources,
             )  # fmt: skip
         except MedTransError as error:
             self.errorOccurred.emit(str(error))
@@ -131,7 +142,7 @@ class MedTransLogic:
 
     def _request(
         self, sourceNode, sourceModality, targetModality, model, referenceNode, steps, seed, device, uncertainty,
-        alignReference,
+        alignReference, extraSources=None,
     ) -> RunRequest:  # fmt: skip
         """Check every input and read what the run needs from the scene (raises ``InputError``)."""
         volumes.checkScalarVolume(sourceNode, "source")
@@ -140,11 +151,15 @@ class MedTransLogic:
         elif alignReference:
             raise InputError("aligning the reference needs a reference volume")
         get_modality(sourceModality), get_modality(targetModality)
+        extras = self._checkExtraSources(sourceNode, sourceModality, targetModality, extraSources)
         if str(device).lower() not in DEVICES:
             raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
         if steps is not None and (not isinstance(steps, int) or steps < 1):
             raise InputError(f"steps must be a positive whole number, got {steps!r}")
-        modelPath = self._checkModel(sourceModality, targetModality, model)
+        if extras:
+            modelPath = self._checkModelForSources([sourceModality, *extras], targetModality, model)
+        else:
+            modelPath = self._checkModel(sourceModality, targetModality, model)
 
         matrix = volumes.ijkToRas(sourceNode)
         sourceImage = volumes.imageFromVolume(sourceNode, matrix)
@@ -154,11 +169,18 @@ class MedTransLogic:
                 referenceNode, volumes.ijkToRasInFrameOf(referenceNode, sourceNode)
             )
 
+        # Each additional source in the source's frame (parent transforms applied); the core resamples it.
+        extraImages = {
+            modality: volumes.imageFromVolume(node, volumes.ijkToRasInFrameOf(node, sourceNode))
+            for modality, node in extras.items()
+        }
+
         def command(folder: Path) -> list[str]:
             return translateCommand(
-                self.pythonExecutable, folder / "source.nrrd", folder / "synthetic.nrrd", sourceModality,
+                self.pythonExecutable, folder / SOURCE_FILE, folder / "synthetic.nrrd", sourceModality,
                 targetModality, model=modelPath, steps=steps, seed=int(seed),
                 device=DEVICES[str(device).lower()], uncertaintyPath=folder / "uncertainty.nrrd" if uncertainty else None,
+                extraInputs=[(modality, folder / extraSourceFile(modality)) for modality in extras],
             )  # fmt: skip
 
         return RunRequest(
@@ -174,12 +196,57 @@ class MedTransLogic:
             referenceImage=referenceImage,
             referenceName=referenceNode.GetName() if referenceNode is not None else "",
             alignReference=bool(alignReference),
+            extraImages=extraImages,
+            sourceNames={sourceModality: sourceNode.GetName(), **{m: n.GetName() for m, n in extras.items()}},
+            modelPath=modelPath,
         )
+
+    @staticmethod
+    def _checkExtraSources(sourceNode, sourceModality: str, targetModality: str, extraSources) -> dict:
+        """The additional sources as an ordered ``{modality: node}``; raises ``InputError`` for a bad one."""
+        if not extraSources:
+            return {}
+        rows = list(extraSources.items() if isinstance(extraSources, Mapping) else extraSources)
+        extras: dict[str, object] = {}
+        for row in rows:
+            try:
+                modality, node = row
+            except (TypeError, ValueError):
+                raise InputError(f"an additional source is a (modality, volume) pair, got {row!r}") from None
+            get_modality(modality)
+            what = f"additional {modality} source"
+            if node is None:
+                raise InputError(f"choose a volume for the {what}")
+            volumes.checkScalarVolume(node, what)
+            if modality == targetModality:
+                raise InputError(f"{modality} is the target modality: it cannot also be a source")
+            if modality == sourceModality or modality in extras:
+                raise InputError(f"{modality} is given twice as a source; each source modality can be used once")
+            if node is sourceNode:
+                raise InputError(f"the {what} is the source volume {node.GetName()!r} itself; choose another volume")
+            for other, used in extras.items():
+                if node is used:
+                    raise InputError(f"volume {node.GetName()!r} is given both as {other} and as {modality}")
+            extras[modality] = node
+        if sourceModality == targetModality:
+            raise InputError(f"{targetModality} is the target modality: it cannot also be a source")
+        return extras
 
     @staticmethod
     def _checkModel(sourceModality: str, targetModality: str, model: str | Path | None) -> str:
         """The folder of the named (or best installed) bundle for the pair; cheap: no torch in the GUI process."""
         return str(select_bundle(sourceModality, targetModality, model).path)
+
+    @staticmethod
+    def _checkModelForSources(sourceModalities: list[str], targetModality: str, model: str | Path | None) -> str | None:
+        """The named bundle's folder for several sources (``None`` without a name: the core picks the model).
+
+        Whether a model takes this set of sources is the core's decision (its bundles state the sets): a set it
+        refuses fails the run with the core's message, and nothing is added.
+        """
+        for modality in (*sourceModalities, targetModality):
+            get_modality(modality)
+        return None if model is None else str(find_bundle(model).path)
 
     # -- helpers for front ends --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -153,10 +154,23 @@ def translateCommand(
     seed: int,
     device: str,
     uncertaintyPath: Path | None,
+    extraInputs: Sequence[tuple[str, Path]] = (),
 ) -> list[str]:
-    """The ``python -m MedTransCore translate`` command line (see the CLI contract); ``model=None``: the CLI's pick."""
-    args = [python, "-m", "MedTransCore", "translate", str(inputPath), "--output", str(outputPath)]
-    args += ["--source-modality", sourceModality, "--target-modality", targetModality]
+    """The ``python -m MedTransCore translate`` command line (see the CLI contract); ``model=None``: the CLI's pick.
+
+    Args:
+        extraInputs: ``(modality, path)`` of additional co-registered sources. With any, every source is passed as
+            ``--input MODALITY=PATH``, the source first (the reference grid); without, the positional input and
+            ``--source-modality`` are used.
+    """
+    args = [python, "-m", "MedTransCore", "translate"]
+    if extraInputs:
+        for modality, path in [(sourceModality, inputPath), *extraInputs]:
+            args += ["--input", f"{modality}={path}"]
+        args += ["--output", str(outputPath), "--target-modality", targetModality]
+    else:
+        args += [str(inputPath), "--output", str(outputPath)]
+        args += ["--source-modality", sourceModality, "--target-modality", targetModality]
     args += ["--seed", str(seed), "--device", device, "--progress-format", "lines", "--overwrite"]
     if model is not None:
         args += ["--model", model]

@@ -28,11 +28,22 @@ def resultName(sourceName: str, targetModality: str, kind: str) -> str:
     return f"{sourceName} -> {targetModality} ({kind})"
 
 
-def markResult(node, role: str, settings: dict, warnings: list[str], synthetic: bool) -> None:
+def markResult(
+    node,
+    role: str,
+    settings: dict,
+    warnings: list[str],
+    synthetic: bool,
+    limitations: str = "",
+    sourceNames: dict[str, str] | None = None,
+) -> None:
     """Attributes that say what a node is and how it was made.
 
     ``MedTrans.Synthetic`` is ``true`` on every image a model produced (synthetic volume, uncertainty) and
     ``false`` on derived comparisons (difference, metrics); the settings record model, version and options.
+    ``MedTrans.SourceModalities`` lists every source (comma-separated, the source volume's first),
+    ``MedTrans.SourceVolumes`` maps them to volume names (JSON) and ``MedTrans.Limitations`` is the model's own
+    statement of what it cannot do.
     """
     node.SetAttribute(SYNTHETIC_ATTRIBUTE, "true" if synthetic else "false")
     node.SetAttribute(ROLE_ATTRIBUTE, role)
@@ -48,13 +59,55 @@ def markResult(node, role: str, settings: dict, warnings: list[str], synthetic: 
     ):
         value = settings.get(key)
         node.SetAttribute(ATTRIBUTE_PREFIX + attribute, "" if value is None else str(value))
+    sources = sourceModalities(settings)
+    node.SetAttribute(ATTRIBUTE_PREFIX + "SourceModalities", ",".join(sources))
+    node.SetAttribute(ATTRIBUTE_PREFIX + "SourceVolumes", json.dumps(sourceNames or {}))
+    node.SetAttribute(ATTRIBUTE_PREFIX + "Limitations", limitations)
     node.SetAttribute(ATTRIBUTE_PREFIX + "Settings", json.dumps(settings, sort_keys=True))
     node.SetAttribute(ATTRIBUTE_PREFIX + "Warnings", json.dumps(warnings))
     if synthetic:
-        node.SetDescription(
+        description = (
             f"SYNTHETIC {settings.get('target_modality')} made by MedTrans model {settings.get('model')} "
-            f"{settings.get('version')} from {settings.get('source_modality')}; not an acquired image."
+            f"{settings.get('version')} from {' + '.join(sources)}; not an acquired image."
         )
+        if limitations:
+            description += f" Model limitations: {limitations}"
+        node.SetDescription(description)
+
+
+def sourceModalities(settings: dict) -> list[str]:
+    """Every source modality of a run, the source volume's first (``source_modalities``, else ``source_modality``)."""
+    listed = settings.get("source_modalities")
+    if listed:
+        return [str(m) for m in listed]
+    single = settings.get("source_modality")
+    return [str(single)] if single else []
+
+
+def modelLimitations(settings: dict, modelPath: str | None = None) -> str:
+    """The model's limitations: from the run's settings when the core reports them, else from its bundle.
+
+    Args:
+        settings: the run's RESULT payload (``model`` is the bundle's name).
+        modelPath: the bundle folder the run was given (``None``: look the name up among installed bundles).
+
+    Returns:
+        the text, or ``""`` when the bundle states none or cannot be found any more.
+    """
+    from MedTransCore.bundles import find_bundle
+    from MedTransCore.errors import MedTransError
+
+    text = settings.get("limitations")
+    if text:
+        return str(text)
+    wanted = modelPath or settings.get("model")
+    if not wanted:
+        return ""
+    try:
+        bundle = find_bundle(wanted)
+    except MedTransError:
+        return ""
+    return str(bundle.metadata.get("limitations") or "")
 
 
 def setWindowLevel(volumeNode, level: float, width: float, colorNodeID: str | None = None) -> None:

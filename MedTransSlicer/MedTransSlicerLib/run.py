@@ -32,6 +32,13 @@ PROCESS_SHARE = 0.97
 # Progress messages of the run itself; every other message comes from the core's CLI.
 STAGE_EXPORT = "writing the source volume"
 STAGE_START = "starting the translation process"
+# Files of the sources in the run's temporary folder (what the CLI reads).
+SOURCE_FILE = "source.nrrd"
+
+
+def extraSourceFile(modality: str) -> str:
+    """The file name of the additional source of ``modality`` (registry keys are plain words)."""
+    return f"source-{modality}.nrrd"
 
 
 @dataclass
@@ -45,8 +52,10 @@ class TranslationOutputs:
         metricsTableNode: MAE, ME, PSNR, SSIM, MS-SSIM, NMSE, NCC (+ per-tissue MAE for CT).
         transformNode: rigid transform moving the reference onto the synthetic (``alignReference=True``).
         metrics: the metric values as a dict.
-        settings: model, version, family, steps, seed, device and modalities of the run.
+        settings: model, version, family, steps, seed, device and modalities of the run
+            (``source_modalities`` lists every source, the source volume's first).
         warnings: plausibility warnings of the core.
+        limitations: what the model cannot do, from its bundle (show it wherever the result is shown).
     """
 
     syntheticNode: object
@@ -57,6 +66,21 @@ class TranslationOutputs:
     metrics: dict | None = None
     settings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    limitations: str = ""
+
+    def statusText(self) -> str:
+        """One paragraph for a status line: what was made, by which model, from which sources; limitations; warnings."""
+        s = self.settings
+        sources = " + ".join(s.get("source_modalities") or [s.get("source_modality", "?")])
+        text = (
+            f"Made {self.syntheticNode.GetName()} from {sources} with {s.get('model')} {s.get('version')} "
+            f"on {s.get('device')}."
+        )
+        if self.limitations:
+            text += f" Model limitations: {self.limitations}"
+        if self.warnings:
+            text += " Warnings: " + "; ".join(self.warnings)
+        return text
 
 
 @dataclass
@@ -75,6 +99,12 @@ class RunRequest:
     referenceImage: sitk.Image | None = None
     referenceName: str = ""
     alignReference: bool = False
+    # Additional co-registered sources: modality -> image in the source volume's frame (exported next to it).
+    extraImages: dict[str, sitk.Image] = field(default_factory=dict)
+    # Every source: modality -> volume name, the source volume's first (recorded on the result nodes).
+    sourceNames: dict[str, str] = field(default_factory=dict)
+    # The model bundle folder passed to the CLI (``None``: the CLI picks); where the limitations are read.
+    modelPath: str | None = None
 
 
 @dataclass
@@ -84,6 +114,7 @@ class _Computed:
     difference: np.ndarray | None = None
     metrics: dict | None = None
     transform: sitk.Transform | None = None
+    limitations: str = ""
 
 
 class _Task(threading.Thread):
@@ -250,7 +281,9 @@ class TranslationRun:
                 self._cleanup()
 
     def _export(self) -> None:
-        sitk.WriteImage(self.request.sourceImage, str(self._folder / "source.nrrd"))
+        sitk.WriteImage(self.request.sourceImage, str(self._folder / SOURCE_FILE))
+        for modality, image in self.request.extraImages.items():
+            sitk.WriteImage(image, str(self._folder / extraSourceFile(modality)))
 
     # -- comparison maths (worker thread: SimpleITK and numpy only) --------------------------------------
 
@@ -269,6 +302,7 @@ class TranslationRun:
 
         request, payload = self.request, self._payload
         computed = _Computed(self._readOnSourceGrid(payload["output"]))
+        computed.limitations = results.modelLimitations(payload, request.modelPath)
         if payload.get("uncertainty"):
             computed.uncertainty = self._readOnSourceGrid(payload["uncertainty"])
         if request.referenceImage is not None:
@@ -318,19 +352,30 @@ class TranslationRun:
         """Add the result nodes; on any failure remove the ones already added and re-raise."""
         request, scene = self.request, self.scene
         settings = {k: v for k, v in self._payload.items() if k not in ("output", "uncertainty")}
+        if request.sourceNames:
+            settings.setdefault("source_modalities", list(request.sourceNames))
         created = []
+
+        def mark(node, kind: str, synthetic: bool) -> None:
+            results.markResult(
+                node, kind, settings, self.warnings, synthetic=synthetic, limitations=computed.limitations,
+                sourceNames=request.sourceNames,
+            )  # fmt: skip
 
         def add(array: np.ndarray, kind: str, synthetic: bool):
             name = results.resultName(request.sourceName, request.targetModality, kind)
             node = addVolumeNode(scene, array, request.sourceMatrix, name, request.parentTransformID)
             created.append(node)
-            results.markResult(node, kind, settings, self.warnings, synthetic=synthetic)
+            mark(node, kind, synthetic)
             return node
 
         hadColors = results.findDivergingColorNode(scene) is not None
         try:
             outputs = TranslationOutputs(
-                add(computed.synthetic, "synthetic", True), settings=settings, warnings=list(self.warnings)
+                add(computed.synthetic, "synthetic", True),
+                settings=settings,
+                warnings=list(self.warnings),
+                limitations=computed.limitations,
             )
             results.setWindowLevel(outputs.syntheticNode, *display_window(request.targetModality, computed.synthetic))
             if computed.uncertainty is not None:
@@ -350,13 +395,13 @@ class TranslationRun:
                     scene, computed.metrics, request.targetModality, name
                 )
                 created.append(outputs.metricsTableNode)
-                results.markResult(outputs.metricsTableNode, "metrics", settings, self.warnings, synthetic=False)
+                mark(outputs.metricsTableNode, "metrics", False)
                 outputs.metrics = dict(computed.metrics)
             if computed.transform is not None:
                 name = f"{request.referenceName} -> {request.sourceName} -> {request.targetModality} (rigid)"
                 outputs.transformNode = results.addRigidTransform(scene, computed.transform, name)
                 created.append(outputs.transformNode)
-                results.markResult(outputs.transformNode, "alignment", settings, self.warnings, synthetic=False)
+                mark(outputs.transformNode, "alignment", False)
         except Exception:
             for node in reversed(created):
                 scene.RemoveNode(node)
