@@ -321,3 +321,52 @@ def reference_body_mask(reference: sitk.Image, modality: str) -> np.ndarray:
 
     mask = sitk.GetArrayFromImage(body_mask(reference, modality)).astype(bool)
     return mask if mask.any() else np.ones_like(mask)
+
+
+#: Percentiles inside the brain that map a volume to [0, 1] in :func:`brain_mr_metrics` (then clipped).
+BRAIN_SCALE_PERCENTILES = (0.5, 99.5)
+
+
+def brain_mr_scale(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``volume`` mapped to ``[0, 1]`` by its 0.5th and 99.5th percentiles inside ``brain``, clipped, 0 outside."""
+    low, high = np.percentile(volume[brain], BRAIN_SCALE_PERCENTILES)
+    scaled = np.clip((volume.astype(np.float64) - low) / max(high - low, 1e-12), 0.0, 1.0)
+    scaled[~brain] = 0.0
+    return scaled
+
+
+def brain_mr_metrics(prediction: np.ndarray, reference: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """The brain-MR synthesis metrics of BraSyn-style evaluations, whole-volume and in the brain.
+
+    Both volumes are scaled by :func:`brain_mr_scale` (their own 0.5th/99.5th percentiles inside the brain, clipped,
+    0 outside), data range 1. ``*_whole`` averages over the full grid (background included, as BraTS reports
+    it); ``*_brain`` over brain voxels only. SSIM is the 3D Gaussian SSIM of :func:`compute_metrics` (11 voxels,
+    sigma 1.5), its map averaged over the grid or over the brain.
+
+    Args:
+        prediction, reference: ``(Z, Y, X)`` intensities on one grid.
+        brain: ``(Z, Y, X)`` bool brain mask (non-empty).
+
+    Returns:
+        ``MAE_whole``, ``PSNR_whole``, ``SSIM_whole``, ``MAE_brain``, ``PSNR_brain``, ``SSIM_brain``.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    if prediction.shape != reference.shape or brain.shape != reference.shape:
+        raise InputError(f"shapes differ: {prediction.shape}, {reference.shape}, mask {brain.shape}")
+    if not brain.any():
+        raise InputError("the brain mask is empty: no voxel to evaluate")
+    p, r = brain_mr_scale(prediction, brain), brain_mr_scale(reference, brain)
+    error = p - r
+    ssim, _ = _ssim_maps(p, r, 1.0)
+
+    def psnr(mse: float) -> float:
+        return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+    return {
+        "MAE_whole": float(np.abs(error).mean()),
+        "PSNR_whole": psnr(float((error**2).mean())),
+        "SSIM_whole": float(ssim.mean()),
+        "MAE_brain": float(np.abs(error[brain]).mean()),
+        "PSNR_brain": psnr(float((error[brain] ** 2).mean())),
+        "SSIM_brain": float(ssim[brain].mean()),
+    }

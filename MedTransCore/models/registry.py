@@ -20,6 +20,7 @@ _FAMILY_PATHS: dict[str, str] = {
     # trained families
     "unet": "MedTransCore.models.unet:UNetTranslator",
     "aldm": "MedTransCore.models.aldm:ALDMTranslator",
+    "slice_unet": "MedTransCore.models.slice_unet:SliceUNetTranslator",
     # baselines (no training)
     "identity": "MedTransCore.models.baselines:IdentityTranslator",
     "histogram_matching": "MedTransCore.models.baselines:HistogramMatchingTranslator",

@@ -6,6 +6,8 @@
     medtrans-train export RUN_DIR --out BUNDLE_DIR [--name NAME] [--keep-all-pairs] [--max-cases N]
     medtrans-train select BUNDLE_DIR --validation SPEC --test SPEC [--validation-cases A,B] [--test-cases C,D]
     medtrans-train evaluate BUNDLE --data SPEC --out table.md [--max-cases N]
+    medtrans-train crossval CONFIG --out DIR [--bundle BUNDLE_DIR] [--folds A,B] [--table T.md] [--figure F.png]
+        [--readme README.md]
 
 Errors a user can fix print one line ``error: ...`` on stderr and exit with status 1.
 """
@@ -19,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from MedTransCore.errors import MedTransError
+from MedTransCore.errors import InputError, MedTransError
 
 from .config import load_config
 
@@ -109,6 +111,44 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
     print(Path(args.out).read_text(), end="")
 
 
+def _crossval(args: argparse.Namespace, argv: list[str]) -> None:
+    from .crossval import crossval
+    from .crossval_report import crossval_figure, crossval_table, replace_block
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out)
+    summary = crossval(
+        config,
+        out,
+        bundle=Path(args.bundle) if args.bundle else None,
+        folds=_split_cases(args.folds),
+        device=args.device,
+        command=_command(argv),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if summary is None:
+        return
+    table = crossval_table(summary)
+    name = config.get("export", {}).get("name") or Path(args.config).stem
+    written = []
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(table)
+        written.append(args.table)
+    if args.figure:
+        written.append(str(crossval_figure(summary, out, Path(args.figure))))
+    if args.readme:
+        readme = Path(args.readme)
+        try:
+            readme.write_text(replace_block(readme.read_text(), name, table))
+        except ValueError as exc:
+            raise InputError(f"{readme}: {exc}") from None
+        written.append(args.readme)
+    print(table, end="")
+    if written:
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medtrans-train", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-cases", type=int, help="evaluate at most N cases")
     evaluate.add_argument("--device", **device)
     evaluate.set_defaults(func=_evaluate)
+
+    cv = sub.add_parser(
+        "crossval",
+        help="leave-one-subject-out cross-validation on real subjects; exports the all-subject model listing what "
+        "beat identity and histogram matching on every held-out subject",
+    )
+    cv.add_argument("config", help="run config whose data are the subjects (splits are ignored)")
+    cv.add_argument("--out", required=True, help="folder of the fold runs and scores (resumable)")
+    cv.add_argument("--bundle", help="bundle folder to create from the model trained on every subject")
+    cv.add_argument("--folds", metavar="A,B", help="run only these held-out subjects now (e.g. two processes)")
+    cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    cv.add_argument("--table", help="markdown table to write")
+    cv.add_argument("--figure", help="PNG figure to write (source | synthetic | truth | |difference|)")
+    cv.add_argument("--readme", help="README whose <!-- crossval:NAME:begin/end --> block gets the table")
+    cv.add_argument("--device", **device)
+    cv.set_defaults(func=_crossval)
     return parser
 
 

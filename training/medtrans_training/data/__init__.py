@@ -21,6 +21,8 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       standardise: histogram-matching   # optional: histogram-match each source onto its target's reference
                                    # quantiles in that histogram_matching bundle (unet input_standardisation)
       repeats: 8                   # visits per case per epoch (val_repeats: 4 for the validation patches)
+      sampling: patches            # or slices: axial slice stacks (data.slices), patch = [x, y] in-plane
+      context: 1                   # sampling: slices: neighbouring slices on each side
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from MedTransCore.errors import InputError
 
 from .dataset import paired_patch_dataset, resolve_pairs
 from .layouts import CaseRecord, discover_cases, read_manifest
+from .slices import slice_stack_dataset
 
 __all__ = [
     "CaseLoader",
@@ -171,6 +174,11 @@ def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 
         InputError: no training case.
     """
     modalities = list(data["modalities"])
+    sampling = data.get("sampling", "patches")
+    if sampling not in ("patches", "slices"):
+        raise InputError(f"data.sampling must be patches or slices, got {sampling!r}")
+    if sampling == "slices":
+        return _slice_datasets(data, seed=seed, cache_workers=cache_workers)
     pairs = resolve_pairs(modalities, data.get("pairs", "all"))
     common = {
         "modalities": modalities,
@@ -193,6 +201,28 @@ def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 
         val = paired_patch_dataset(
             val_items, augment=False, repeats=data.get("val_repeats", 4), seed=seed + 1, **common
         )
+    return train, val
+
+
+def _slice_datasets(data: dict[str, Any], *, seed: int, cache_workers: int) -> tuple[Any, Any | None]:
+    """Train and validation slice-stack datasets (``data.sampling: slices``; validation without flips)."""
+    augment = data.get("augment", True)
+    flip = float(augment.get("flip_prob", 0.5)) if isinstance(augment, dict) else 0.5 * bool(augment)
+    common = {
+        "modalities": list(data["modalities"]),
+        "spacing": data.get("spacing"),
+        "context": data.get("context", 1),
+        "patch": data.get("patch"),
+        "cache_workers": cache_workers,
+    }
+    train_items = [{"case": c, "load": load} for c, load in case_loaders(data, "train")]
+    if not train_items:
+        raise InputError("the data config yields no training case")
+    train = slice_stack_dataset(train_items, flip_prob=flip, repeats=data.get("repeats", 1), seed=seed, **common)
+    val_items = [{"case": c, "load": load} for c, load in case_loaders(data, "val")]
+    val = None
+    if val_items:
+        val = slice_stack_dataset(val_items, flip_prob=0.0, repeats=data.get("val_repeats", 4), seed=seed + 1, **common)
     return train, val
 
 

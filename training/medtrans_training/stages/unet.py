@@ -46,15 +46,15 @@ def weighted_l1(
     """Mean absolute error with voxels inside the body weighted ``body_weight`` times.
 
     Args:
-        prediction: ``(B, C, Z, Y, X)``.
-        target: ``(B, C, Z, Y, X)``.
-        mask: ``(B, 1, Z, Y, X)`` body mask.
+        prediction: ``(B, C, *spatial)`` (3D volumes or 2D slices).
+        target: ``(B, C, *spatial)``.
+        mask: ``(B, 1, *spatial)`` body mask.
         body_weight: weight of body voxels relative to background voxels.
         channels: optional ``(B, C)`` bool: which channels count (others get weight 0).
     """
     weight = (1.0 + (body_weight - 1.0) * mask).expand_as(prediction)
     if channels is not None:
-        weight = weight * channels.to(weight.dtype)[:, :, None, None, None]
+        weight = weight * channels.to(weight.dtype).view(*channels.shape, *([1] * (prediction.ndim - 2)))
     return ((prediction - target).abs() * weight).sum() / weight.sum().clamp_min(1e-8)
 
 

@@ -1,0 +1,228 @@
+"""The ``slice_unet`` family end to end on tiny synthetic subjects: slice-stack data, sequence-dropout training,
+leave-one-subject-out cross-validation through the real inference pipeline, and the bundle it exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from medtrans_training.cli import main as train_main
+from medtrans_training.config import resolve_config
+from medtrans_training.crossval import Request, requests_of, subjects_of, summarise
+from medtrans_training.crossval_report import crossval_table, replace_block
+from medtrans_training.data import build_datasets
+from medtrans_training.stages.slice_unet import SliceUNetStage
+from MedTransCore.bundles import load_bundle
+from MedTransCore.metrics import brain_mr_metrics
+from MedTransCore.models.slice_unet import build_slice_unet, signal_box, slice_stack
+
+from .helpers import write_simple_cases
+
+MODALITIES = ["MR_T1", "MR_T2", "MR_PD"]
+
+
+def slice_config(root, **train) -> dict:
+    """A slice_unet config that trains in about a second (16^2 crops, a 3-level 4-8-16 2D UNet)."""
+    return resolve_config(
+        {
+            "stage": "slice_unet",
+            "seed": 0,
+            "data": {
+                "source": "folder",
+                "root": str(root),
+                "layout": "simple",
+                "modalities": MODALITIES,
+                "sampling": "slices",
+                "context": 1,
+                "patch": [16, 16],
+                "spacing": [2.0, 2.0, 2.0],
+                "repeats": 4,
+            },
+            "model": {"network": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}},
+            "train": {"steps": 2, "batch_size": 4, "log_every": 1, "val_every": 100, "save_every": 1, **train},
+            "export": {"name": "tiny-slice", "limitations": "test model", "version": "0.0.1"},
+        }
+    )
+
+
+@pytest.fixture
+def subjects(tmp_path):
+    return write_simple_cases(tmp_path / "subjects", count=3, size=20, names=("t1", "t2", "pd"))
+
+
+def test_the_slice_network_returns_every_modality_on_slices_of_any_size():
+    network = build_slice_unet(
+        input_modalities=MODALITIES, modalities=MODALITIES, context=1, channels=[4, 8, 16], strides=[2, 2]
+    )
+    out = network(torch.randn(2, 3, 3, 13, 18), torch.tensor([[1.0, 0, 0], [1, 1, 0]]))
+    assert out.shape == (2, 3, 13, 18)
+    with pytest.raises(ValueError, match="slices must be"):
+        network(torch.randn(2, 3, 1, 13, 18), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="norm is required"):
+        build_slice_unet(input_modalities=MODALITIES, modalities=MODALITIES, norm="")
+
+
+def test_which_sequences_are_present_changes_the_prediction_once_the_film_layers_learned():
+    torch.manual_seed(0)
+    network = build_slice_unet(input_modalities=MODALITIES, modalities=MODALITIES, channels=[4, 8], strides=[2])
+    for name, parameter in network.named_parameters():
+        if ".film." in name:
+            torch.nn.init.normal_(parameter, std=0.5)  # what training does to the zero-initialised FiLM layers
+    slices = torch.randn(1, 3, 3, 8, 8)
+    one, two = network(slices, torch.tensor([[1.0, 0, 0]])), network(slices, torch.tensor([[1.0, 1, 0]]))
+    assert (one - two).abs().mean() > 1e-3
+
+
+def test_slice_stacks_replicate_the_edge_slices():
+    volume = torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 2, 2)
+    stack = slice_stack(volume, 0, 4, context=1)
+    assert stack.shape == (4, 2, 3, 2, 2)
+    assert stack[0, 0, :, 0, 0].tolist() == [0, 0, 1] and stack[3, 0, :, 0, 0].tolist() == [2, 3, 3]
+
+
+def test_the_signal_box_covers_the_signal_and_none_is_returned_for_an_empty_volume():
+    volume = torch.full((2, 10, 64, 64), -1.0)
+    volume[1, 3:6, 30:34, 20:25] = 0.5
+    zs, ys, xs = signal_box(volume, divisor=8)
+    assert (zs.start, zs.stop) == (3, 6)
+    assert ys.start <= 30 and ys.stop >= 34 and xs.start <= 20 and xs.stop >= 25
+    assert (ys.stop - ys.start) % 8 == 0 and (xs.stop - xs.start) % 8 == 0
+    assert signal_box(torch.full((1, 4, 8, 8), -1.0)) is None
+
+
+def test_slice_items_hold_every_sequence_with_context_and_the_missing_ones_as_background(tmp_path):
+    root = write_simple_cases(tmp_path / "cases", count=1, size=20, names=("t1", "t2"))
+    train, _ = build_datasets(slice_config(root)["data"])
+    item = train[0]
+    assert item["images"].shape == (3, 3, 16, 16)
+    assert item["available"].tolist() == [True, True, False]
+    assert torch.all(item["images"][2] == -1.0) and item["mask"].shape == (1, 16, 16)
+    assert item["mask"].sum() > 0
+
+
+def test_sequence_dropout_keeps_at_least_one_input_and_one_target():
+    stage = SliceUNetStage(slice_config("unused"), "cpu")
+    available = torch.tensor([[True, True, True]] * 64 + [[True, False, True]] * 64)
+    inputs = stage._draw_inputs(available)
+    assert torch.all(inputs.sum(1) >= 1) and torch.all((available & ~inputs).sum(1) >= 1)
+    assert not torch.any(inputs & ~available)
+    assert (inputs[:64].sum(1) == 2).any() and (inputs[:64].sum(1) == 1).any()
+
+
+def test_brain_metrics_are_perfect_for_the_truth_and_ignore_a_global_intensity_scale():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(100, 900, (12, 20, 20))
+    brain = np.zeros(truth.shape, bool)
+    brain[2:10, 4:16, 4:16] = True
+    truth[~brain] = 0
+    same = brain_mr_metrics(3.0 * truth, truth, brain)
+    assert same["MAE_brain"] < 1e-12 and same["SSIM_brain"] == pytest.approx(1.0) and same["PSNR_whole"] > 100
+    noisy = brain_mr_metrics(truth + rng.normal(0, 50, truth.shape), truth, brain)
+    assert noisy["PSNR_brain"] < noisy["PSNR_whole"] and 0 < noisy["SSIM_brain"] < 1
+
+
+def test_a_request_is_listed_only_when_it_beats_both_baselines_on_every_held_out_subject():
+    def row(case, request, method, mae, psnr, ssim):
+        metrics = dict.fromkeys(("PSNR_whole", "SSIM_whole", "MAE_whole"), 0.0)
+        return {"case": case, "request": request, "method": method, "MAE_brain": mae, "PSNR_brain": psnr,
+                "SSIM_brain": ssim, **metrics}  # fmt: skip
+
+    rows = []
+    for case, model_psnr in (("a", 20.0), ("b", 16.0)):
+        rows += [
+            row(case, "MR_T1->MR_T2", "model", 0.1, 22.0, 0.8),
+            row(case, "MR_T1->MR_T2", "identity", 0.3, 15.0, 0.5),
+            row(case, "MR_T1->MR_T2", "histogram_matching", 0.2, 17.0, 0.6),
+            row(case, "MR_T2->MR_T1", "model", 0.1, model_psnr, 0.8),  # loses PSNR to matching on b
+            row(case, "MR_T2->MR_T1", "identity", 0.3, 15.0, 0.5),
+            row(case, "MR_T2->MR_T1", "histogram_matching", 0.2, 17.0, 0.6),
+        ]
+    rows.append(row("a", "MR_PD->MR_T1", "model", 0.1, 30.0, 0.9))
+    rows += [row("a", "MR_PD->MR_T1", m, 0.5, 10.0, 0.1) for m in ("identity", "histogram_matching")]
+    summary = summarise(rows)
+    assert summary["MR_T1->MR_T2"]["listed"]
+    assert summary["MR_T1->MR_T2"]["methods"]["model"]["PSNR_brain"] == {"mean": 22.0, "std": 0.0}
+    assert not summary["MR_T2->MR_T1"]["listed"]
+    assert "b: PSNR_brain 16.000 vs histogram_matching 17.000" in summary["MR_T2->MR_T1"]["not_listed_because"]
+    assert "only 1 held-out subject" in summary["MR_PD->MR_T1"]["not_listed_because"][0]
+    table = crossval_table({"requests": summary})
+    assert "| T1 → T2 | 2 |" in table and table.count("| yes |") == 1
+    with pytest.raises(ValueError, match="no <!-- crossval:x:begin -->"):
+        replace_block("README", "x", table)
+    readme = "a\n<!-- crossval:x:begin -->\nold\n<!-- crossval:x:end -->\nb"
+    assert (
+        replace_block(readme, "x", table)
+        == f"a\n<!-- crossval:x:begin -->\n{table.rstrip()}\n<!-- crossval:x:end -->\nb"
+    )
+
+
+def test_every_pair_and_every_all_others_set_of_a_subject_is_scored(subjects):
+    subject = subjects_of(slice_config(subjects))[0]
+    requests = requests_of(subject)
+    assert Request(("MR_T1",), "MR_T2") in requests and len(requests) == 6 + 3
+    assert Request(("MR_T1", "MR_PD"), "MR_T2") in requests
+
+
+@pytest.mark.slow
+def test_crossval_trains_one_model_per_held_out_subject_scores_it_through_the_pipeline_and_writes_the_report(
+    subjects, tmp_path, capsys
+):
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(slice_config(subjects)))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- crossval:tiny-slice:begin -->\n<!-- crossval:tiny-slice:end -->\n")
+    out = tmp_path / "cv"
+    args = ["crossval", str(config_path), "--out", str(out), "--device", "cpu", "--table", str(tmp_path / "t.md")]
+    args += ["--figure", str(tmp_path / "f.png"), "--readme", str(readme)]
+    train_main([*args, "--folds", "case0"])
+    assert (out / "fold-case0" / "scores.json").is_file() and not (out / "crossval.json").exists()
+    train_main(args)  # resumes: case0 is not trained again
+    summary = json.loads((out / "crossval.json").read_text())
+    assert summary["subjects"] == ["case0", "case1", "case2"]
+    entry = summary["requests"]["MR_T1+MR_PD->MR_T2"]
+    assert entry["subjects"] == ["case0", "case1", "case2"]
+    assert set(entry["methods"]) == {"model", "identity", "histogram_matching"}
+    assert len(summary["rows"]) == 3 * 9 * 3
+    assert "fold case0: scored" in capsys.readouterr().err
+    assert "| T1 + PD → T2 | 3 |" in readme.read_text() and (tmp_path / "f.png").stat().st_size > 10_000
+    # Every fold model was trained without its held-out subject.
+    fold = json.loads((out / "fold-case1" / "config.json").read_text())
+    assert fold["data"]["test_cases"] == ["case1"]
+    # The synthetic output of a fold model is exactly 0 outside the held-out subject's brain.
+    from MedTransCore.translate import translate_image
+
+    image = sitk.ReadImage(str(subjects / "case1" / "t1.nii.gz"))
+    result = translate_image(image, "MR_T1", "MR_T2", model=str(out / "fold-case1" / "bundle"))
+    outside = sitk.GetArrayFromImage(image) == 0
+    assert np.all(sitk.GetArrayFromImage(result.image)[outside] == 0)
+
+
+@pytest.mark.slow
+def test_the_bundle_trained_on_every_subject_lists_only_what_the_folds_earned(subjects, tmp_path):
+    from medtrans_training.crossval import export_final
+
+    config = slice_config(subjects)
+    summary = {
+        "protocol": "p",
+        "listing_rule": "r",
+        "subjects": ["case0", "case1", "case2"],
+        "requests": {
+            "MR_T1->MR_T2": {"listed": True, "subjects": ["case0", "case1"]},
+            "MR_T2->MR_T1": {"listed": False, "subjects": ["case0", "case1"]},
+            "MR_T1+MR_PD->MR_T2": {"listed": True, "subjects": ["case0", "case1"]},
+        },
+    }
+    bundle = export_final(
+        config, tmp_path / "cv", tmp_path / "bundle", summary, subjects_of(config), command="c", log=print,
+        device="cpu",
+    )  # fmt: skip
+    bundle = load_bundle(bundle.path)
+    assert bundle.pairs == [("MR_T1", "MR_T2")]
+    assert bundle.supports_sources(["MR_PD", "MR_T1"], "MR_T2") and not bundle.supports_sources(["MR_T2"], "MR_T1")
+    assert bundle.metadata["metrics"]["crossval"]["listing_rule"] == "r"
+    assert bundle.metadata["training"]["train_cases"] == ["case0", "case1", "case2"]
+    assert bundle.metadata["output_mask"] == "source_nonzero" and bundle.metadata["grid"] is None
