@@ -408,10 +408,14 @@ def translate_image(
         span = (0.05 + 0.9 * index / samples, 0.9 / samples)
         label = f"translating ({bundle.family}" + (f", sample {index + 1}/{samples})" if samples > 1 else ")")
 
-        def window_fn(x: torch.Tensor, _seed: int = sample_seed) -> torch.Tensor:
+        # One window over the whole volume (a slice family): the model's own progress is the run's progress.
+        whole = tuple(window) == tuple(volume.shape[2:])
+        inner = (lambda f, span=span, label=label: report(span[0] + span[1] * f, label)) if whole else None
+
+        def window_fn(x: torch.Tensor, _seed: int = sample_seed, _inner=inner) -> torch.Tensor:
             torch.manual_seed(_seed)
             return translator.translate_sources(
-                x.to(torch_device), modalities, target_modality, steps=steps, seed=_seed, cancel=cancel
+                x.to(torch_device), modalities, target_modality, steps=steps, seed=_seed, progress=_inner, cancel=cancel
             ).to(x.device, x.dtype)
 
         with torch.inference_mode():

@@ -160,13 +160,16 @@ class MedTransWebApp(TrameApp):
 
     # -- loading -----------------------------------------------------------------------------------------
 
-    def _add_volume(self, role: str, image: sitk.Image, name: str, modality: str) -> None:
+    def _add_volume(
+        self, role: str, image: sitk.Image, name: str, modality: str, metadata: dict[str, str] | None = None
+    ) -> None:
         """Replace the ``role`` volume by ``image`` and show it (a new source also clears the old result)."""
         if role == "source":
             self._clear_result()
         self._remove_node(self.nodes.pop(role, None))
         array = sitk.GetArrayFromImage(image)
         node = volumes.addVolumeNode(self.slicer.scene, array, volumes.ijkToRasFromImage(image), name)
+        volumes.markPhantom(node, metadata if metadata is not None else image)
         self.nodes[role], self.modalities[role] = node, modality
         self.views.show(role, ShownVolume.of(node, modality, array), self.state.window_preset)
         label = f"{role.capitalize()} ({presenting.modality_word(modality)})"
@@ -236,7 +239,7 @@ class MedTransWebApp(TrameApp):
             return
         with self.state:
             self.demo = None
-            self._add_volume(role, upload.image, upload.name, modality)
+            self._add_volume(role, upload.image, upload.name, modality, upload.info.metadata)
             self.state.status = f"ready: {upload.name} loaded as the {role} ({presenting.modality_word(modality)})"
 
     # -- additional sources (other sequences of the same patient, for models that take several) ----------
@@ -246,6 +249,7 @@ class MedTransWebApp(TrameApp):
         modality = presenting.extra_source_modality(guess, taken, self.state.target_modality)
         array = sitk.GetArrayFromImage(upload.image)
         node = volumes.addVolumeNode(self.slicer.scene, array, volumes.ijkToRasFromImage(upload.image), upload.name)
+        volumes.markPhantom(node, upload.info.metadata)
         extra_id, self._next_extra = self._next_extra, self._next_extra + 1
         self.extras[extra_id] = node
         info = presenting.volume_size(upload.name, upload.image)

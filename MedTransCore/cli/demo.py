@@ -31,6 +31,12 @@ def _write(image: sitk.Image, path: Path, metadata: dict | None = None, syntheti
     return write_image(image, path, overwrite=True, metadata=metadata, synthetic=synthetic)
 
 
+def _phantom_notes(image: sitk.Image) -> dict[str, str]:
+    """The generator's marker of a phantom image, as ``write_image`` metadata."""
+    key = "ITK_FileNotes"
+    return {"descrip": image.GetMetaData(key)} if image.HasMetaDataKey(key) else {}
+
+
 def run(args: argparse.Namespace) -> int:
     # Heavy imports (torch, MONAI, matplotlib) load only for the command that runs.
     from ..metrics import difference_map, evaluate_images
@@ -59,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     difference.CopyInformation(synthetic)
 
     paths = {
-        "source": _write(source, out / f"source_{SOURCE}.nii.gz"),
-        "reference": _write(reference, out / f"reference_{TARGET}.nii.gz"),
+        # The phantom's marker stays in the files (NIfTI descrip): translating them again picks phantom models.
+        "source": _write(source, out / f"source_{SOURCE}.nii.gz", _phantom_notes(source)),
+        "reference": _write(reference, out / f"reference_{TARGET}.nii.gz", _phantom_notes(reference)),
         "body_mask": _write(mask, out / "body_mask.nii.gz"),
         "synthetic": _write(synthetic, out / f"synthetic_{TARGET}.nii.gz", synthetic_metadata(result.settings), True),
         "difference": _write(

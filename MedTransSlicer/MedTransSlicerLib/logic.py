@@ -233,9 +233,15 @@ class MedTransLogic:
         return extras
 
     @staticmethod
-    def _checkModel(sourceModality: str, targetModality: str, model: str | Path | None) -> str:
-        """The folder of the named (or best installed) bundle for the pair; cheap: no torch in the GUI process."""
-        return str(select_bundle(sourceModality, targetModality, model).path)
+    def _checkModel(sourceModality: str, targetModality: str, model: str | Path | None) -> str | None:
+        """The named bundle's folder, checked to support the pair (cheap: no torch in the GUI process).
+
+        Without a name, some installed bundle must support the pair, but which one runs is the core's choice: it
+        looks at the volume (skull-stripped brain, whole head, phantom) and never hands a patient scan to a
+        phantom-trained model, so ``None`` is returned and the run's command names no model.
+        """
+        bundle = select_bundle(sourceModality, targetModality, model)
+        return None if model is None else str(bundle.path)
 
     @staticmethod
     def _checkModelForSources(sourceModalities: list[str], targetModality: str, model: str | Path | None) -> str | None:

@@ -15,7 +15,11 @@ from vtkmodules.util import numpy_support
 from vtkmodules.vtkCommonDataModel import vtkImageData
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
+from MedTransCore.domain import PHANTOM_MARKER, domain_hints
 from MedTransCore.errors import InputError
+
+#: Node attribute that keeps a simulated phantom recognisable (its marker goes into the exported file's notes).
+PHANTOM_NOTE_ATTRIBUTE = "MedTrans.PhantomNote"
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -112,7 +116,7 @@ def arrayFromVolume(node: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
 
 
 def imageFromVolume(node: slicer.vtkMRMLScalarVolumeNode, matrix: np.ndarray | None = None) -> sitk.Image:
-    """The node as a SimpleITK image with its exact geometry.
+    """The node as a SimpleITK image with its exact geometry (and a phantom's marker, see :func:`markPhantom`).
 
     Args:
         node: a checked scalar volume (see :func:`checkScalarVolume`).
@@ -123,7 +127,26 @@ def imageFromVolume(node: slicer.vtkMRMLScalarVolumeNode, matrix: np.ndarray | N
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)
+    note = node.GetAttribute(PHANTOM_NOTE_ATTRIBUTE)
+    if note:  # written into the exported file's notes, where the core's domain check reads it
+        image.SetMetaData("ITK_FileNotes", note)
     return image
+
+
+def markPhantom(node: slicer.vtkMRMLScalarVolumeNode, metadata) -> bool:
+    """Keep a simulated phantom recognisable as one once it is a node (the core picks phantom models only for it).
+
+    Args:
+        node: the volume made from the image.
+        metadata: the image (``SimpleITK.Image``) or its file's ``{key: value}`` metadata.
+
+    Returns:
+        whether the image carried the phantom marker (then the node has :data:`PHANTOM_NOTE_ATTRIBUTE`).
+    """
+    hints = domain_hints(metadata)
+    if hints.get("phantom"):
+        node.SetAttribute(PHANTOM_NOTE_ATTRIBUTE, f"{PHANTOM_MARKER} {hints.get('anatomy', '')}".strip())
+    return bool(hints)
 
 
 def addVolumeNode(

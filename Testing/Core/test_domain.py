@@ -113,3 +113,15 @@ def test_classifying_a_brats_sized_volume_takes_well_under_a_second():
 def test_a_skull_stripped_scan_fits_only_a_model_trained_on_data_like_it(bundle_domain, fits):
     scan = InputDomain("brain", "skull-stripped", "unknown")
     assert (not domain_misfits(scan, bundle_domain)) is fits
+
+
+def test_the_demo_writes_its_phantom_with_the_marker_so_the_file_is_translated_as_a_phantom_again(tmp_path):
+    from MedTransCore.cli.demo import _phantom_notes, _write
+    from MedTransCore.io import read_image
+    from MedTransCore.phantoms import generate_phantom
+
+    case = generate_phantom(anatomy="head", seed=1, shape=(16, 16, 16), spacing=(8.0, 8.0, 8.0), modalities=["CBCT"])
+    image = case.images["CBCT"]
+    path = _write(image, tmp_path / "source_CBCT.nii.gz", _phantom_notes(image))
+    _, info = read_image(path)
+    assert domain_hints(info.metadata) == {"phantom": True, "anatomy": "head"}
