@@ -44,6 +44,10 @@ TARGET_SECONDS = {"cpu": {128: 30.0}, "cuda": {128: 1.0}}
 MEMORY_SHAPE = (256, 256, 160)
 MEMORY_TARGET_MB = 4096.0
 QUICK_MEMORY_SHAPE = (16, 16, 8)
+#: Brain MR bundles (``domain.anatomy == "brain"``) also translate one volume of the BraTS grid (x, y, z), with
+#: their own time target per device (a head phantom fills more of that grid than a skull-stripped brain would).
+BRAIN_SHAPE = (240, 240, 155)
+BRAIN_TARGET_SECONDS = {"cpu": 10.0}
 #: (sampler, steps) of the quality rows; the DDIM run with the most steps is the reference.
 QUALITY_RUNS = (
     ("ddim", 5),
@@ -71,6 +75,10 @@ def _benchmark_pair(bundle: Bundle) -> tuple[str, str]:
         if bundle.supports(*pair):
             return pair
     return bundle.pairs[0]
+
+
+def _is_brain(bundle: Bundle) -> bool:
+    return (bundle.metadata.get("domain") or {}).get("anatomy") == "brain"
 
 
 def _spacing(bundle: Bundle) -> tuple[float, float, float]:
@@ -360,7 +368,12 @@ def run_benchmark(
     quality_grids = tuple(quality_grids) if quality_grids is not None else ((QUICK_GRID,) if quick else QUALITY_GRIDS)
     quality_runs = tuple(quality_runs) if quality_runs is not None else (QUICK_RUNS if quick else QUALITY_RUNS)
     stochastic = [b for b in bundles if b.family == "aldm"]
-    total = len(bundles) * (len(grids) + int(memory)) + len(stochastic) * len(quality_grids) * (len(quality_runs) + 1)
+    brains = 0 if quick else sum(_is_brain(b) for b in bundles)
+    total = (
+        brains
+        + len(bundles) * (len(grids) + int(memory))
+        + len(stochastic) * len(quality_grids) * (len(quality_runs) + 1)
+    )
     done = 0
 
     def report(words: str) -> None:
@@ -382,6 +395,15 @@ def run_benchmark(
                 report(f"{bundle.name}: {grid}^3 on {device}")
                 row = _timed_row("speed", bundle, phantoms.get(int(grid), spacing, pair), int(grid), device, steps)
                 rows.append(row | _target_fields(int(grid), device, row["seconds"]))
+                done += 1
+            if _is_brain(bundle) and not quick:
+                label = "x".join(map(str, BRAIN_SHAPE))
+                report(f"{bundle.name}: a {label} volume on {device}")
+                row = _timed_row("speed", bundle, phantoms.get(BRAIN_SHAPE, spacing, pair), label, device, steps)
+                target = BRAIN_TARGET_SECONDS.get(device)
+                met = None if target is None else row["seconds"] <= target
+                missed = None if target is None else round(max(row["seconds"] - target, 0.0), 2)
+                rows.append(row | {"target_seconds": target, "target_met": met, "target_missed_by_s": missed})
                 done += 1
             if memory:
                 shape = QUICK_MEMORY_SHAPE if quick else MEMORY_SHAPE

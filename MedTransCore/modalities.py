@@ -20,6 +20,11 @@ CT_WINDOW_HU = (-1024.0, 3000.0)
 MR_UPPER_PERCENTILE = 99.5
 # Scale of a synthetic MR when no source statistics apply (MR has no absolute unit).
 MR_CANONICAL_HIGH = 1000.0
+#: MR normalisation schemes (:func:`normalisation_params`); a bundle names its own in ``normalisation.mr_scheme``.
+MR_SCHEMES = ("zero_to_percentile", "brain_percentiles")
+#: ``brain_percentiles``: these percentiles of the brain map to ``BRAIN_LOW_VALUE`` and 1.
+BRAIN_PERCENTILES = (0.5, 99.5)
+BRAIN_LOW_VALUE = -0.8
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,19 @@ def get_modality(key: str) -> Modality:
         raise InputError(f"unknown modality {key!r}; choose one of {', '.join(MODALITIES)}") from None
 
 
-def normalisation_params(array: np.ndarray, modality: str, mask: np.ndarray | None = None) -> dict[str, float]:
+def normalisation_params(
+    array: np.ndarray, modality: str, mask: np.ndarray | None = None, scheme: str = MR_SCHEMES[0]
+) -> dict[str, float]:
     """Parameters of the affine normalisation of ``array`` for ``modality``.
 
     Args:
         array: intensities, any shape.
         modality: registry key.
         mask: optional boolean array of the same shape (body mask) for the MR percentile.
+        scheme: MR only: ``"zero_to_percentile"`` (``0 -> -1``, the 99.5th percentile in ``mask`` -> 1) or
+            ``"brain_percentiles"`` for skull-stripped brains: the 0.5th and 99.5th percentiles of the non-zero
+            (brain) voxels -> -0.8 and 1, so every scan's tissue lands on the same range whatever its offset
+            (raw, z-scored and shifted, bias-corrected), with room below for the background.
 
     Returns:
         ``{"low": value mapped to -1, "high": value mapped to +1}``.
@@ -85,6 +96,16 @@ def normalisation_params(array: np.ndarray, modality: str, mask: np.ndarray | No
     m = get_modality(modality)
     if m.is_ct:
         return {"low": CT_WINDOW_HU[0], "high": CT_WINDOW_HU[1]}
+    if scheme not in MR_SCHEMES:
+        raise InputError(f"unknown MR normalisation {scheme!r}; choose one of {', '.join(MR_SCHEMES)}")
+    if scheme == "brain_percentiles":
+        values = array[array != 0]
+        if values.size:
+            p_low, p_high = (float(v) for v in np.percentile(values, BRAIN_PERCENTILES))
+            if np.isfinite(p_low) and np.isfinite(p_high) and p_high > p_low:
+                # p_low -> BRAIN_LOW_VALUE, p_high -> 1 (affine): solve for the values that map to -1 and 1.
+                width = (p_high - p_low) * 2.0 / (1.0 - BRAIN_LOW_VALUE)
+                return {"low": p_high - width, "high": p_high}
     values = array[mask] if mask is not None and mask.any() else array[array > 0]
     if values.size == 0:
         values = array.ravel()
@@ -106,6 +127,15 @@ def normalise(array, params: dict[str, float]):
     """Map intensities to the model range: ``low -> -1``, ``high -> 1`` (numpy array or torch tensor)."""
     low, high = params["low"], params["high"]
     return (array - low) * (2.0 / (high - low)) - 1.0
+
+
+def normalise_with_scheme(array: np.ndarray, params: dict[str, float], scheme: str = MR_SCHEMES[0]) -> np.ndarray:
+    """:func:`normalise`, and with ``brain_percentiles`` the background (voxels exactly 0) at -1, below the brain's
+    range whatever the scan's offset (the synthetic output is 0 there: ``output_mask``)."""
+    out = normalise(array, params)
+    if scheme == "brain_percentiles":
+        out = np.where(np.asarray(array) == 0, -1.0, out).astype(out.dtype, copy=False)
+    return out
 
 
 def denormalise(array, params: dict[str, float]):

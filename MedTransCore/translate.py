@@ -27,7 +27,14 @@ from .domain import classify_domain, domain_hints
 from .errors import BundleError, InputError
 from .io.reading import ImageHeader
 from .memory import MASK_BYTES, MB, NORMALISED_BYTES, SOURCE_BYTES, MemoryEstimate, check_memory, estimate_translation
-from .modalities import default_params, denormalise, get_modality, normalisation_params, normalise
+from .modalities import (
+    MR_SCHEMES,
+    default_params,
+    denormalise,
+    get_modality,
+    normalisation_params,
+    normalise_with_scheme,
+)
 from .models.base import Translator, check_cancel
 from .models.registry import get_translator_class
 from .plausibility import check_plausibility
@@ -373,9 +380,12 @@ def translate_image(
     check_cancel(cancel)
     report(0.02, "preparing")
     mask_image = body_mask(source, source_modality)
-    source_params = normalisation_params(array, source_modality, sitk.GetArrayViewFromImage(mask_image).view(bool))
+    scheme = mr_scheme(bundle)
+    source_params = normalisation_params(
+        array, source_modality, sitk.GetArrayViewFromImage(mask_image).view(bool), scheme=scheme
+    )
     del array
-    normalised = affine_image(source, lambda a: normalise(a, source_params))
+    normalised = affine_image(source, lambda a: normalise_with_scheme(a, source_params, scheme))
 
     spacing = bundle.metadata.get("spacing")
     model_image = resample_to_spacing(normalised, spacing)
@@ -392,7 +402,7 @@ def translate_image(
         channels = [volume]
         for key, extra in extras.items():
             check_cancel(cancel)
-            on_model = _extra_on_model_grid(extra, key, image, spacing)
+            on_model = _extra_on_model_grid(extra, key, image, spacing, scheme)
             channels.append(torch.from_numpy(sitk.GetArrayFromImage(on_model)).to(translator.dtype)[None, None])
             del on_model
         volume = torch.cat(channels, dim=1)
@@ -538,8 +548,13 @@ def _check_overlap(extra: sitk.Image, modality: str, reference: sitk.Image, refe
         )
 
 
+def mr_scheme(bundle: Bundle) -> str:
+    """The MR normalisation scheme a bundle was trained with (``normalisation.mr_scheme``; default the original)."""
+    return (bundle.metadata.get("normalisation") or {}).get("mr_scheme", MR_SCHEMES[0])
+
+
 def _extra_on_model_grid(
-    extra: sitk.Image, modality: str, reference: sitk.Image, spacing: Sequence[float] | None
+    extra: sitk.Image, modality: str, reference: sitk.Image, spacing: Sequence[float] | None, scheme: str
 ) -> sitk.Image:
     """A further source, normalised with its own body mask on the reference (first source's) grid, then resampled
     onto the model's spacing exactly like the first source (float32).
@@ -554,10 +569,10 @@ def _extra_on_model_grid(
     )
     mask = body_mask(on_grid, modality)
     params = normalisation_params(
-        sitk.GetArrayViewFromImage(on_grid), modality, sitk.GetArrayViewFromImage(mask).view(bool)
+        sitk.GetArrayViewFromImage(on_grid), modality, sitk.GetArrayViewFromImage(mask).view(bool), scheme=scheme
     )
     del mask
-    normalised = affine_image(on_grid, lambda a: normalise(a, params))
+    normalised = affine_image(on_grid, lambda a: normalise_with_scheme(a, params, scheme))
     del on_grid
     return resample_to_spacing(normalised, spacing)
 

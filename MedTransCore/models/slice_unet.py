@@ -238,7 +238,7 @@ class SliceUNetTranslator(Translator):
         )
         present = torch.zeros(len(self.inputs), dtype=torch.float32)
         for channel, key in enumerate(source_modalities):
-            volume[:, self.inputs[key]] = sources[:, channel]
+            volume[:, self.inputs[key]] = sources[:, channel].clamp(min=BACKGROUND)  # as in training
             present[self.inputs[key]] = 1.0
         out = torch.full((batch, 1, depth, height, width), BACKGROUND, dtype=torch.float32, device=sources.device)
         target = self.outputs[target_modality]

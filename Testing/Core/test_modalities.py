@@ -60,3 +60,19 @@ def test_display_window_is_fixed_for_ct_and_data_driven_for_mr():
     assert display_window("CT") == (40.0, 400.0)
     level, width = display_window("MR_T1", np.linspace(0, 500, 1000))
     assert 200 < level < 300 and 400 < width < 520
+
+
+def test_brain_percentile_normalisation_puts_every_scans_tissue_on_one_range_whatever_its_offset():
+    from MedTransCore.modalities import normalise_with_scheme
+
+    rng = np.random.default_rng(0)
+    tissue = rng.gamma(4.0, 100.0, 5000)
+    for offset, scale in ((0.0, 1.0), (900.0, 0.01)):  # raw, and z-scored then shifted like BraTS 2013
+        scan = np.r_[np.zeros(3000), offset + scale * tissue]
+        params = normalisation_params(scan, "MR_T2", scheme="brain_percentiles")
+        out = normalise_with_scheme(scan, params, "brain_percentiles")
+        assert np.all(out[:3000] == -1.0)  # the background, below the tissue
+        np.testing.assert_allclose(np.percentile(out[3000:], [0.5, 99.5]), [-0.8, 1.0], atol=1e-9)
+        np.testing.assert_allclose(denormalise(normalise(scan, params), params), scan, atol=1e-9)  # exact inverse
+    with pytest.raises(InputError, match="unknown MR normalisation"):
+        normalisation_params(scan, "MR_T2", scheme="z")

@@ -38,6 +38,7 @@ def slice_config(root, **train) -> dict:
                 "modalities": MODALITIES,
                 "sampling": "slices",
                 "context": 1,
+                "normalisation": "brain_percentiles",
                 "patch": [16, 16],
                 "spacing": [2.0, 2.0, 2.0],
                 "repeats": 4,
@@ -226,3 +227,4 @@ def test_the_bundle_trained_on_every_subject_lists_only_what_the_folds_earned(su
     assert bundle.metadata["metrics"]["crossval"]["listing_rule"] == "r"
     assert bundle.metadata["training"]["train_cases"] == ["case0", "case1", "case2"]
     assert bundle.metadata["output_mask"] == "source_nonzero" and bundle.metadata["grid"] is None
+    assert bundle.metadata["normalisation"]["mr_scheme"] == "brain_percentiles"

@@ -88,6 +88,7 @@ def _data() -> dict[str, Any]:
             "val_repeats",
             "sampling",
             "context",
+            "normalisation",
         ),  # fmt: skip
         "phantom": _leaves("anatomy", "shape", "spacing", "train_seeds", "val_seeds", "test_seeds"),
         "augment": _augment,

@@ -23,6 +23,7 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       repeats: 8                   # visits per case per epoch (val_repeats: 4 for the validation patches)
       sampling: patches            # or slices: axial slice stacks (data.slices), patch = [x, y] in-plane
       context: 1                   # sampling: slices: neighbouring slices on each side
+      normalisation: brain_percentiles   # sampling: slices: MR scheme (MedTransCore.modalities.MR_SCHEMES)
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ def _slice_datasets(data: dict[str, Any], *, seed: int, cache_workers: int) -> t
         "modalities": list(data["modalities"]),
         "spacing": data.get("spacing"),
         "context": data.get("context", 1),
+        "scheme": data.get("normalisation", "zero_to_percentile"),
         "patch": data.get("patch"),
         "cache_workers": cache_workers,
     }

@@ -28,7 +28,7 @@ from monai.transforms import (
 )
 
 from MedTransCore.errors import InputError
-from MedTransCore.modalities import get_modality, normalisation_params, normalise
+from MedTransCore.modalities import MR_SCHEMES, get_modality, normalisation_params, normalise_with_scheme
 from MedTransCore.models.baselines import match_quantiles, volume_quantiles
 from MedTransCore.preprocess import body_mask, resample_like, resample_to_spacing
 
@@ -45,7 +45,9 @@ AUGMENT_DEFAULTS = {
 }
 
 
-def normalised_on_grid(image: sitk.Image, modality: str, spacing: list[float] | None) -> tuple[sitk.Image, sitk.Image]:
+def normalised_on_grid(
+    image: sitk.Image, modality: str, spacing: list[float] | None, scheme: str = MR_SCHEMES[0]
+) -> tuple[sitk.Image, sitk.Image]:
     """The inference pipeline's preparation of one image: body mask -> normalise -> resample to ``spacing``.
 
     Returns:
@@ -53,8 +55,8 @@ def normalised_on_grid(image: sitk.Image, modality: str, spacing: list[float] | 
     """
     mask_image = body_mask(image, modality)
     array = sitk.GetArrayFromImage(image).astype(np.float64)
-    params = normalisation_params(array, modality, sitk.GetArrayFromImage(mask_image).astype(bool))
-    normalised = sitk.GetImageFromArray(normalise(array, params).astype(np.float32))
+    params = normalisation_params(array, modality, sitk.GetArrayFromImage(mask_image).astype(bool), scheme=scheme)
+    normalised = sitk.GetImageFromArray(normalise_with_scheme(array, params, scheme).astype(np.float32))
     normalised.CopyInformation(image)
     resampled = resample_to_spacing(normalised, spacing, default_value=BACKGROUND)
     mask = resample_to_spacing(mask_image, spacing, interpolator=sitk.sitkNearestNeighbor, default_value=0)
@@ -62,7 +64,10 @@ def normalised_on_grid(image: sitk.Image, modality: str, spacing: list[float] | 
 
 
 def prepare_case(
-    images: dict[str, sitk.Image], spacing: list[float] | None, mask: sitk.Image | None = None
+    images: dict[str, sitk.Image],
+    spacing: list[float] | None,
+    mask: sitk.Image | None = None,
+    scheme: str = MR_SCHEMES[0],
 ) -> dict[str, Any]:
     """Put every modality of one case on the grid of the first one (at ``spacing``), normalised.
 
@@ -77,7 +82,7 @@ def prepare_case(
     reference = None
     arrays, union = {}, None
     for key, image in images.items():
-        normalised, body = normalised_on_grid(image, key, spacing)
+        normalised, body = normalised_on_grid(image, key, spacing, scheme)
         if reference is None:
             reference = normalised
         else:
@@ -109,12 +114,12 @@ class LoadCased(Transform):
     """Item ``{"case", "load"}`` -> ``{"case", "images", "mask"}``; ``load`` is a zero-argument callable
     returning ``(images: {key: sitk.Image}, mask: sitk.Image | None)`` (files or a phantom)."""
 
-    def __init__(self, spacing: list[float] | None) -> None:
-        self.spacing = spacing
+    def __init__(self, spacing: list[float] | None, scheme: str = MR_SCHEMES[0]) -> None:
+        self.spacing, self.scheme = spacing, scheme
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         images, mask = item["load"]()
-        return {"case": item["case"], **prepare_case(images, self.spacing, mask)}
+        return {"case": item["case"], **prepare_case(images, self.spacing, mask, self.scheme)}
 
 
 class RandPaird(Randomizable, Transform):

@@ -23,6 +23,7 @@ from monai.data import CacheDataset
 from monai.transforms import Compose, Randomizable, Transform
 
 from MedTransCore.errors import InputError
+from MedTransCore.modalities import MR_SCHEMES
 
 from .dataset import BACKGROUND, LoadCased, RepeatDataset
 
@@ -85,6 +86,7 @@ def slice_stack_dataset(
     repeats: int = 1,
     cache_workers: int = 1,
     seed: int = 0,
+    scheme: str = MR_SCHEMES[0],
 ) -> RepeatDataset:
     """A cached dataset of random slice stacks.
 
@@ -98,13 +100,14 @@ def slice_stack_dataset(
         repeats: visits of each case per epoch (a case has ~150 slices: use large values).
         cache_workers: threads that load cases into the cache.
         seed: seed of the random draws.
+        scheme: MR normalisation (``data.normalisation``, :func:`MedTransCore.modalities.normalisation_params`).
     """
     if patch is not None and (len(patch) != 2 or min(patch) < 1):
         raise InputError(f"data.patch must be two positive ints (x, y) with data.sampling: slices, got {patch}")
     if not isinstance(context, int) or context < 0:
         raise InputError(f"data.context must be a non-negative int, got {context!r}")
     patch_yx = None if patch is None else (int(patch[1]), int(patch[0]))
-    transform = Compose([LoadCased(spacing), RandSliceStackd(modalities, context, patch_yx, flip_prob)])
+    transform = Compose([LoadCased(spacing, scheme), RandSliceStackd(modalities, context, patch_yx, flip_prob)])
     transform.set_random_state(seed=seed)
     cached = CacheDataset(
         items, transform=transform, cache_rate=1.0, num_workers=cache_workers, progress=False, copy_cache=False

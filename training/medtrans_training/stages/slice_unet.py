@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from MedTransCore.errors import InputError
+from MedTransCore.modalities import MR_SCHEMES
 from MedTransCore.models.slice_unet import build_slice_unet
 
 from ..data.dataset import BACKGROUND
+from ..export import NORMALISATION
 from .base import Stage
 from .unet import weighted_l1
 
@@ -127,7 +129,9 @@ class SliceUNetStage(Stage):
 
     def prepare_batch(self, batch: dict[str, Any], *, augment: bool) -> tuple[torch.Tensor, ...]:
         """``(inputs (B, M, D, H, W), present (B, M), targets (B, M, H, W), wanted (B, M), mask (B, 1, H, W))``."""
-        images, mask, available = batch["images"].float(), batch["mask"].float(), batch["available"].bool()
+        # Nothing below the background (a few outlier voxels of a scan): the translator clamps the same way.
+        images = batch["images"].float().clamp(min=BACKGROUND)
+        mask, available = batch["mask"].float(), batch["available"].bool()
         if augment:
             images, mask = self._augment_geometry(images, mask)
         present = self._draw_inputs(available) if augment else self._first_input(available)
@@ -169,6 +173,7 @@ class SliceUNetStage(Stage):
             "network": dict(self.network_config),
             "sampler": None,
             "grid": None,  # whole volumes: the translator batches the slices itself
+            "normalisation": {**NORMALISATION, "mr_scheme": self.config["data"].get("normalisation", MR_SCHEMES[0])},
             "orientation": "LPS",  # axial slices are the last array axis after DICOMOrient(..., "LPS")
             "output_mask": "source_nonzero",
         }
