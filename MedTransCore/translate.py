@@ -33,7 +33,7 @@ from .modalities import (
     denormalise,
     get_modality,
     normalisation_params,
-    normalise_with_scheme,
+    normalise,
 )
 from .models.base import Translator, check_cancel
 from .models.registry import get_translator_class
@@ -385,7 +385,7 @@ def translate_image(
         array, source_modality, sitk.GetArrayViewFromImage(mask_image).view(bool), scheme=scheme
     )
     del array
-    normalised = affine_image(source, lambda a: normalise_with_scheme(a, source_params, scheme))
+    normalised = _normalised_image(source, source_params, scheme)
 
     spacing = bundle.metadata.get("spacing")
     model_image = resample_to_spacing(normalised, spacing)
@@ -548,6 +548,16 @@ def _check_overlap(extra: sitk.Image, modality: str, reference: sitk.Image, refe
         )
 
 
+def _normalised_image(image: sitk.Image, params: dict[str, float], scheme: str) -> sitk.Image:
+    """The affine normalisation of a float32 image; with ``brain_percentiles`` the background (voxels exactly 0) is
+    set to -1 afterwards, as :func:`~MedTransCore.modalities.normalise_with_scheme` does for training data
+    (:func:`affine_image` derives its map from two points, so it must stay a pure affine map)."""
+    normalised = affine_image(image, lambda a: normalise(a, params))
+    if scheme == "brain_percentiles":
+        normalised = sitk.Mask(normalised, sitk.NotEqual(image, 0.0), outsideValue=-1.0)
+    return normalised
+
+
 def mr_scheme(bundle: Bundle) -> str:
     """The MR normalisation scheme a bundle was trained with (``normalisation.mr_scheme``; default the original)."""
     return (bundle.metadata.get("normalisation") or {}).get("mr_scheme", MR_SCHEMES[0])
@@ -572,7 +582,7 @@ def _extra_on_model_grid(
         sitk.GetArrayViewFromImage(on_grid), modality, sitk.GetArrayViewFromImage(mask).view(bool), scheme=scheme
     )
     del mask
-    normalised = affine_image(on_grid, lambda a: normalise_with_scheme(a, params, scheme))
+    normalised = _normalised_image(on_grid, params, scheme)
     del on_grid
     return resample_to_spacing(normalised, spacing)
 

@@ -37,6 +37,7 @@ def run_models(args: argparse.Namespace) -> int:
                 "path": str(b.path),
                 **{k: b.metadata[k] for k in ("family", "version", "pairs")},
                 "domain": b.domain,  # declared, or implied by older metadata; null: not declared
+                "source_sets": b.metadata.get("source_sets", []),
             }
             for b in bundles
         ]
@@ -49,6 +50,8 @@ def run_models(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{s}->{t}" for s, t in pairs[:6]) + (f", ... ({len(pairs)} pairs)" if len(pairs) > 6 else "")
         print(f"{b.name:<24} {b.family:<20} {b.metadata['version']:<8} {shown}")
         print(f"{'':<24} domain: {bundle_domain_words(b.domain)}")
+        for entry in b.metadata.get("source_sets", []):  # several sequences in, one out
+            print(f"{'':<24} sources: {' + '.join(entry['sources'])} -> {entry['target']}")
     for b in broken:
         print(f"{b.name:<24} BROKEN: {b.reason}")
     if not bundles:

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
 
+from ..modalities import BRAIN_LOW_VALUE
 from .base import CancelFn, ProgressFn, Translator, check_cancel
+from .baselines import load_quantiles, match_quantiles, volume_quantiles
 from .unet import BACKGROUND, _add_film, _Condition
 
 __all__ = ["SliceUNet", "SliceUNetTranslator", "build_slice_unet", "signal_box", "slice_stack"]
@@ -149,6 +151,10 @@ def slice_stack(volume: torch.Tensor, first: int, stop: int, context: int) -> to
     return volume[:, index].permute(1, 0, 2, 3, 4)
 
 
+#: Optional weight file: reference in-brain quantiles per target modality (normalised), see ``_standardised``.
+OUTPUT_QUANTILES_FILE = "output_quantiles.safetensors"
+#: Upper clip of brain-percentile outputs: the brightest 0.5 % of a target's tissue reach a little above 1.
+OUTPUT_HIGH = 1.5
 #: In-plane margin (voxels) kept around the signal box.
 BOX_MARGIN = 16
 
@@ -195,6 +201,15 @@ class SliceUNetTranslator(Translator):
         self.network.load_state_dict(bundle.load_weights("model.safetensors"))
         self.network.to(self.device).eval()
         self.inputs = {key: i for i, key in enumerate(config["input_modalities"])}
+        # Brain-percentile targets hold tissue in [-0.8, 1] (0.5th-99.5th percentiles): a prediction outside what
+        # any training target held is extrapolation, so it is clipped to that range (the background is masked).
+        scheme = (bundle.metadata.get("normalisation") or {}).get("mr_scheme")
+        self.output_range = (BRAIN_LOW_VALUE, OUTPUT_HIGH) if scheme == "brain_percentiles" else None
+        # Optional: the reference in-brain quantiles of each target (its training subjects'), onto which the
+        # prediction's own in-brain histogram is mapped monotonically (see :meth:`_standardised`).
+        self.output_quantiles = (
+            load_quantiles(bundle, OUTPUT_QUANTILES_FILE) if OUTPUT_QUANTILES_FILE in bundle.metadata["weights"] else {}
+        )
         self.outputs = {key: i for i, key in enumerate(config["modalities"])}
 
     def bytes_per_window_voxel(self) -> float:
@@ -259,8 +274,34 @@ class SliceUNetTranslator(Translator):
                     stack = slice_stack(volume[b, :, :, ys, xs], first, stop, context).to(self.device)
                     code = present.to(self.device).expand(stack.shape[0], -1)
                     predicted = self.network(stack, code)[:, target]
+                    if self.output_range is not None:
+                        predicted = predicted.clamp(*self.output_range)
                     out[b, 0, first:stop, ys, xs] = predicted.to(out.device)
                     done += 1
                     if progress is not None:
                         progress(done / total)
+        if target_modality in self.output_quantiles:
+            out = self._standardised(out, volume, target_modality)
+        return out
+
+    def _standardised(self, out: torch.Tensor, inputs: torch.Tensor, target_modality: str) -> torch.Tensor:
+        """Map the prediction's in-brain histogram onto the target's reference quantiles.
+
+        Monotone, so the contrast order the network predicts is kept while its intensity distribution becomes
+        the one the target's training scans have: a regression network trained with L1 on few subjects predicts a
+        compressed, median-like range (dark CSF of a T2 comes out grey); this restores the range without
+        changing which voxel is brighter.
+
+        Args:
+            out: ``(B, 1, Z, Y, X)`` normalised prediction.
+            inputs: ``(B, M, Z, Y, X)`` the normalised inputs; the brain is where any of them is above background.
+        """
+        reference = self.output_quantiles[target_modality]
+        for b in range(out.shape[0]):
+            brain = (inputs[b] > BACKGROUND + 1e-6).any(0).cpu().numpy()
+            if not brain.any():
+                continue
+            values = out[b, 0].cpu().double().numpy()
+            values[brain] = match_quantiles(values[brain], volume_quantiles(values, brain), reference)
+            out[b, 0] = torch.from_numpy(values).to(out.device, out.dtype)
         return out

@@ -30,8 +30,9 @@ import torch
 from MedTransCore.bundles import Bundle, save_bundle
 from MedTransCore.errors import InputError
 from MedTransCore.metrics import brain_mr_metrics, brain_mr_scale
-from MedTransCore.modalities import normalisation_params, normalise
+from MedTransCore.modalities import MR_SCHEMES, normalisation_params, normalise_with_scheme
 from MedTransCore.models.baselines import match_quantiles, volume_quantiles
+from MedTransCore.models.slice_unet import OUTPUT_QUANTILES_FILE
 
 from .data import case_loaders
 from .export import NORMALISATION, load_run, run_bundle_parts
@@ -160,7 +161,13 @@ def _comparable(config: dict[str, Any], section: str) -> Any:
     return value
 
 
-def run_bundle(run_dir: Path, out: Path, metadata: dict[str, Any], export: dict[str, Any] | None = None) -> Bundle:
+def run_bundle(
+    run_dir: Path,
+    out: Path,
+    metadata: dict[str, Any],
+    export: dict[str, Any] | None = None,
+    extra_weights: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Bundle:
     """Save the run's (EMA) weights as a bundle with ``metadata`` completed by the stage's own fields.
 
     ``export`` (name, description, licence, limitations, domain) defaults to the run's own config's section; the
@@ -186,7 +193,7 @@ def run_bundle(run_dir: Path, out: Path, metadata: dict[str, Any], export: dict[
         **{k: v for k, v in fields.items() if k not in ("network", "sampler")},
         **metadata,
     }
-    return save_bundle(out, full, weights)
+    return save_bundle(out, full, {**weights, **(extra_weights or {})})
 
 
 def every_request_metadata(subjects: list[Subject]) -> dict[str, Any]:
@@ -202,16 +209,22 @@ def every_request_metadata(subjects: list[Subject]) -> dict[str, Any]:
 
 
 class ReferenceQuantiles:
-    """In-brain quantiles of each subject's normalised sequences (the histogram-matching references), cached."""
+    """In-brain quantiles of each subject's normalised sequences, cached: the histogram-matching baseline's
+    references, and a ``slice_unet`` bundle's output quantiles (:data:`OUTPUT_QUANTILES_FILE`).
 
-    def __init__(self) -> None:
+    Args:
+        scheme: the MR normalisation of the config's data (``data.normalisation``).
+    """
+
+    def __init__(self, scheme: str = MR_SCHEMES[0]) -> None:
+        self.scheme = scheme
         self._cache: dict[tuple[str, str], np.ndarray] = {}
 
     def of(self, subject: Subject, key: str, images: dict[str, sitk.Image] | None = None) -> np.ndarray:
         if (subject.case, key) not in self._cache:
             images = images if images is not None else subject.images()
             brain = subject.brain(images)
-            normalised = normalised_array(images[key], key, brain)
+            normalised = normalised_array(images[key], key, brain, self.scheme)
             self._cache[subject.case, key] = volume_quantiles(normalised, brain)
         return self._cache[subject.case, key]
 
@@ -222,11 +235,16 @@ class ReferenceQuantiles:
             raise InputError(f"no training subject of this fold has {key}: no histogram-matching reference")
         return np.mean(quantiles, axis=0)
 
+    def weights(self, subjects: list[Subject], modalities: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """The output-quantiles weight file of a bundle trained on ``subjects`` (every modality one of them has)."""
+        present = [key for key in modalities if any(key in s.files for s in subjects)]
+        return {OUTPUT_QUANTILES_FILE: {k: torch.from_numpy(self.reference(subjects, k)) for k in present}}
 
-def normalised_array(image: sitk.Image, key: str, brain: np.ndarray) -> np.ndarray:
-    """The pipeline's normalisation of one sequence (robust percentile inside the brain), float64."""
+
+def normalised_array(image: sitk.Image, key: str, brain: np.ndarray, scheme: str = MR_SCHEMES[0]) -> np.ndarray:
+    """The pipeline's normalisation of one sequence (robust percentiles inside the brain), float64."""
     array = sitk.GetArrayFromImage(image).astype(np.float64)
-    return normalise(array, normalisation_params(array, key, brain))
+    return normalise_with_scheme(array, normalisation_params(array, key, brain, scheme=scheme), scheme)
 
 
 def score_fold(
@@ -264,7 +282,7 @@ def score_fold(
         per_source = {"identity": [], "histogram_matching": []}
         for key in request.sources:
             per_source["identity"].append(brain_mr_metrics(arrays[key], truth, brain))
-            normalised = normalised_array(images[key], key, brain)
+            normalised = normalised_array(images[key], key, brain, quantiles.scheme)
             matched = match_quantiles(normalised, volume_quantiles(normalised, brain), reference)
             matched[~brain] = matched[~brain].min() if (~brain).any() else 0.0
             per_source["histogram_matching"].append(brain_mr_metrics(matched, truth, brain))
@@ -349,7 +367,7 @@ def crossval(
     if unknown:
         raise InputError(f"--folds names unknown subjects {', '.join(unknown)}; the data has {', '.join(names)}")
     out.mkdir(parents=True, exist_ok=True)
-    quantiles = ReferenceQuantiles()
+    quantiles = ReferenceQuantiles(config["data"].get("normalisation", MR_SCHEMES[0]))
     request_metadata = every_request_metadata(subjects)
     for subject in subjects:
         if folds is not None and subject.case not in folds:
@@ -360,9 +378,10 @@ def crossval(
             continue
         train_fold(fold_config(config, subject.case), fold_dir, device=device, log=log)
         bundle_dir = fold_dir / "bundle"
-        if not bundle_dir.is_dir():
-            run_bundle(fold_dir, bundle_dir, {**request_metadata, "grid": None, "training": {}, "metrics": {}})
         training = [s for s in subjects if s.case != subject.case]
+        if not bundle_dir.is_dir():
+            metadata = {**request_metadata, "grid": None, "training": {}, "metrics": {}}
+            run_bundle(fold_dir, bundle_dir, metadata, extra_weights=_output_weights(config, quantiles, training))
         rows, slices = score_fold(subject, bundle_dir, training, quantiles, device=device, log=log)
         np.savez_compressed(fold_dir / SLICES_NAME, **slices)
         (fold_dir / SCORES_NAME).write_text(json.dumps(rows, indent=1))
@@ -438,9 +457,20 @@ def export_final(
             "config": full,
         },
     }
-    saved = run_bundle(final, bundle, metadata, export=config.get("export", {}))
+    quantiles = ReferenceQuantiles(config["data"].get("normalisation", MR_SCHEMES[0]))
+    extra = _output_weights(config, quantiles, subjects)
+    saved = run_bundle(final, bundle, metadata, export=config.get("export", {}), extra_weights=extra)
     log(f"bundle {saved.name} written to {bundle}: lists {', '.join(r.key for r in listed)}")
     return saved
+
+
+def _output_weights(
+    config: dict[str, Any], quantiles: ReferenceQuantiles, training: list[Subject]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """A ``slice_unet`` bundle's output quantiles from its training subjects (none for other families)."""
+    if config["stage"] != "slice_unet":
+        return {}
+    return quantiles.weights(training, list(config["data"]["modalities"]))
 
 
 def fmt(stats: dict[str, float], metric: str) -> str:
