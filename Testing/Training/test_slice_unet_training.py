@@ -193,6 +193,8 @@ def test_crossval_trains_one_model_per_held_out_subject_scores_it_through_the_pi
     # Every fold model was trained without its held-out subject.
     fold = json.loads((out / "fold-case1" / "config.json").read_text())
     assert fold["data"]["test_cases"] == ["case1"]
+    # Fold bundles map their output onto the target quantiles of their own training subjects.
+    assert "output_quantiles.safetensors" in load_bundle(out / "fold-case1" / "bundle").metadata["weights"]
     # The synthetic output of a fold model is exactly 0 outside the held-out subject's brain.
     from MedTransCore.translate import translate_image
 
