@@ -1,6 +1,6 @@
 """What kind of scan is this? Anatomy, preprocessing and real-or-phantom, from the voxels and the file's marker.
 
-A model is only as good as its training data: ``brain-mr-unet`` saw skull-stripped BraTS brains, the ``phantom-head-*``
+A model is only as good as its training data: ``brain-mr-slice-unet`` saw skull-stripped brains, the ``phantom-head-*``
 models saw simulated whole-head phantoms. :func:`classify_domain` describes an input so that the default model can be
 one trained on data like it (:func:`domain_misfits`, used by :func:`MedTransCore.bundles.choose_bundle`), and a patient
 scan is never handed to a phantom-trained model without a warning.

@@ -41,7 +41,7 @@ def test_without_a_named_model_the_run_leaves_the_choice_to_the_core(logic):
     assert logic._checkModel("CBCT", "CT", None) is None
     assert logic._checkModel("CBCT", "CT", "identity").endswith("identity")
     with pytest.raises(InputError, match="does not support"):
-        logic._checkModel("CBCT", "CT", "brain-mr-unet")
+        logic._checkModel("CBCT", "CT", "phantom-head-aldm")
 
 
 @pytest.mark.slow

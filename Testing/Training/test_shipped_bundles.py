@@ -22,14 +22,17 @@ TRAINED = sorted(
     for path in SHIPPED_DIR.iterdir()
     if (path / "metadata.json").is_file() and load_bundle(path).family not in ("identity", "histogram_matching")
 )
+# Bundles whose listing was chosen on validation cases and reported on test cases (the others: cross-validation).
+SPLIT_SELECTED = [name for name in TRAINED if "test" in load_bundle(SHIPPED_DIR / name).metadata["metrics"]]
+CROSS_VALIDATED = [name for name in TRAINED if "crossval" in load_bundle(SHIPPED_DIR / name).metadata["metrics"]]
 PHANTOM_PREFIX = "phantom:"
 
 
 def test_every_trained_family_ships_a_bundle():
-    assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == {"unet", "aldm"}
+    assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == {"unet", "aldm", "slice_unet"}
 
 
-@pytest.mark.parametrize("name", TRAINED)
+@pytest.mark.parametrize("name", SPLIT_SELECTED)
 def test_every_listed_pair_beat_both_baselines_on_validation_and_is_reported_on_new_cases(name):
     meta = load_bundle(SHIPPED_DIR / name).metadata
     metrics = meta["metrics"]
@@ -93,7 +96,7 @@ def recorded_test_cases(bundle: Bundle) -> dict:
     return {case: loader(int(case.rsplit("-", 1)[1])) for case in test["cases"]}
 
 
-@pytest.mark.parametrize("name", TRAINED)
+@pytest.mark.parametrize("name", SPLIT_SELECTED)
 def test_the_stored_test_means_are_the_means_of_the_stored_test_cases(name):
     test = load_bundle(SHIPPED_DIR / name).metadata["metrics"]["test"]
     assert set(test["per_case"]) == set(test["summary"])
@@ -113,7 +116,7 @@ ALL_CASES = os.environ.get("MEDTRANS_CHECK_ALL_TEST_CASES") == "1"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", TRAINED)
+@pytest.mark.parametrize("name", SPLIT_SELECTED)
 def test_rescoring_every_listed_pair_and_both_baselines_on_recorded_test_cases_reproduces_the_stored_scores(name):
     """Every listed pair with the model and both baselines, on one recorded test case per pair (rotating, so every
     case is used; all of them with MEDTRANS_CHECK_ALL_TEST_CASES=1), against the stored per-case scores."""
@@ -146,3 +149,22 @@ def test_rescoring_every_listed_pair_and_both_baselines_on_recorded_test_cases_r
                 )
             checked += 1
     print(f"{name}: {checked} scores in {time.perf_counter() - started:.1f} s")
+
+
+@pytest.mark.parametrize("name", CROSS_VALIDATED)
+def test_a_cross_validated_bundle_lists_only_requests_that_beat_both_baselines_on_held_out_subjects(name):
+    meta = load_bundle(SHIPPED_DIR / name).metadata
+    crossval = meta["metrics"]["crossval"]
+    listed = [f"{s}->{t}" for s, t in meta["pairs"]]
+    listed += [f"{'+'.join(entry['sources'])}->{entry['target']}" for entry in meta.get("source_sets", [])]
+    assert listed
+    for key, entry in crossval["requests"].items():
+        assert (key in listed) == entry["listed"], key
+        if entry["listed"]:
+            assert len(entry["subjects"]) >= 2 and not entry["not_listed_because"]
+            assert not set(entry["subjects"]) & set(crossval["not_held_out"])
+            model, others = entry["methods"]["model"], [entry["methods"][m] for m in ("identity", "histogram_matching")]
+            for other in others:  # every subject beat both, so the means do too
+                assert model["MAE_brain"]["mean"] < other["MAE_brain"]["mean"]
+                assert model["PSNR_brain"]["mean"] > other["PSNR_brain"]["mean"]
+                assert model["SSIM_brain"]["mean"] > other["SSIM_brain"]["mean"]

@@ -181,9 +181,13 @@ def test_crossval_trains_one_model_per_held_out_subject_scores_it_through_the_pi
     args += ["--figure", str(tmp_path / "f.png"), "--readme", str(readme)]
     train_main([*args, "--folds", "case0"])
     assert (out / "fold-case0" / "scores.json").is_file() and not (out / "crossval.json").exists()
-    train_main(args)  # resumes: case0 is not trained again
+    train_main([*args, "--folds", "case1", "--partial"])  # a summary of the folds scored so far
+    partial = json.loads((out / "crossval.json").read_text())
+    assert partial["subjects"] == ["case0", "case1"] and partial["not_held_out"] == ["case2"]
+    assert "not held out" in readme.read_text()
+    train_main(args)  # resumes: case0 and case1 are not trained again
     summary = json.loads((out / "crossval.json").read_text())
-    assert summary["subjects"] == ["case0", "case1", "case2"]
+    assert summary["subjects"] == ["case0", "case1", "case2"] and summary["not_held_out"] == []
     entry = summary["requests"]["MR_T1+MR_PD->MR_T2"]
     assert entry["subjects"] == ["case0", "case1", "case2"]
     assert set(entry["methods"]) == {"model", "identity", "histogram_matching"}

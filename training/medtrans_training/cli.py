@@ -125,6 +125,7 @@ def _crossval(args: argparse.Namespace, argv: list[str]) -> None:
         device=args.device,
         command=_command(argv),
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        partial=args.partial,
     )
     if summary is None:
         return
@@ -212,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--bundle", help="bundle folder to create from the model trained on every subject")
     cv.add_argument("--folds", metavar="A,B", help="run only these held-out subjects now (e.g. two processes)")
     cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    cv.add_argument(
+        "--partial",
+        action="store_true",
+        help="summarise (and export) from the folds scored so far; the others are recorded as not held out",
+    )
     cv.add_argument("--table", help="markdown table to write")
     cv.add_argument("--figure", help="PNG figure to write (source | synthetic | truth | |difference|)")
     cv.add_argument("--readme", help="README whose <!-- crossval:NAME:begin/end --> block gets the table")

@@ -346,6 +346,7 @@ def crossval(
     device: str = "cpu",
     command: str = "",
     log: Callable[[str], None] = print,
+    partial: bool = False,
 ) -> dict[str, Any] | None:
     """Run (or resume) the cross-validation into ``out``; with every fold scored, summarise and export ``bundle``.
 
@@ -357,6 +358,8 @@ def crossval(
         device: training and inference device.
         command: the command line (recorded in the bundle).
         log: where progress lines go.
+        partial: summarise the folds scored so far (the others are recorded in ``not_held_out``) instead of
+            waiting for every fold.
 
     Returns:
         the summary (``crossval.json``), or ``None`` when folds remain to be run.
@@ -386,10 +389,13 @@ def crossval(
         np.savez_compressed(fold_dir / SLICES_NAME, **slices)
         (fold_dir / SCORES_NAME).write_text(json.dumps(rows, indent=1))
     missing = [s.case for s in subjects if not (out / f"fold-{s.case}" / SCORES_NAME).is_file()]
-    if missing:
+    if missing and not partial:
         log(f"folds still to run: {', '.join(missing)}")
         return None
-    rows = [row for s in subjects for row in json.loads((out / f"fold-{s.case}" / SCORES_NAME).read_text())]
+    scored = [s for s in subjects if s.case not in missing]
+    if len(scored) < MIN_SUBJECTS:
+        raise InputError(f"only {len(scored)} fold(s) scored; at least {MIN_SUBJECTS} are needed to summarise")
+    rows = [row for s in scored for row in json.loads((out / f"fold-{s.case}" / SCORES_NAME).read_text())]
     summary = {
         "protocol": (
             "leave-one-subject-out: each subject scored with the model trained on all the others (same recipe); "
@@ -401,7 +407,9 @@ def crossval(
             f"beats identity and histogram matching on {', '.join(m for m, _ in LISTING_METRICS)} on every held-out "
             f"subject (at least {MIN_SUBJECTS})"
         ),
-        "subjects": names,
+        "subjects": [s.case for s in scored],
+        # Partial runs (--partial): subjects whose fold was not run; they are training subjects of every fold.
+        "not_held_out": missing,
         "requests": summarise(rows),
         "rows": rows,
     }
@@ -437,6 +445,7 @@ def export_final(
             "protocol": summary["protocol"],
             "listing_rule": summary["listing_rule"],
             "subjects": summary["subjects"],
+            "not_held_out": summary.get("not_held_out", []),
             "requests": {k: {kk: vv for kk, vv in v.items()} for k, v in summary["requests"].items()},
         }
     }
@@ -447,7 +456,8 @@ def export_final(
         "metrics": metrics,
         "training": {
             "stage": full["stage"],
-            "commands": [command],
+            "commands": record.get("commands", []),
+            "crossval_command": command,
             "runs": record.get("runs", []),
             "device": record.get("device", {}),
             "steps": int(checkpoint["step"]),

@@ -43,7 +43,10 @@ def crossval_table(summary: dict[str, Any]) -> str:
             "yes" if entry["listed"] else "no",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+    table = head + "\n".join(lines) + "\n"
+    if summary.get("not_held_out"):
+        table += f"\nSubjects not held out (training subjects of every fold): {', '.join(summary['not_held_out'])}.\n"
+    return table
 
 
 def _ordered(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
