@@ -35,7 +35,7 @@ from MedTransCore.models.baselines import match_quantiles, volume_quantiles
 from MedTransCore.models.slice_unet import OUTPUT_QUANTILES_FILE
 
 from .data import case_loaders
-from .export import NORMALISATION, load_run, run_bundle_parts
+from .export import bundle_metadata, load_run, run_bundle_parts
 from .stages.base import CHECKPOINT_NAME
 from .trainer import CONFIG_NAME, Trainer
 
@@ -175,24 +175,8 @@ def run_bundle(
     """
     config, _, checkpoint = load_run(run_dir)
     weights, fields, family = run_bundle_parts(config, checkpoint)
-    data = config["data"]
     export = export if export is not None else config.get("export", {})
-    full = {
-        "name": export.get("name") or out.name,
-        "family": family,
-        "version": str(export.get("version", "0.1.0")),
-        "description": export.get("description", f"{family} model trained with medtrans-train ({config['stage']})"),
-        "modalities": list(data["modalities"]),
-        "spacing": data.get("spacing"),
-        "normalisation": NORMALISATION,
-        "sampler": fields.get("sampler"),
-        "network": fields["network"],
-        "licence": export.get("licence", "Apache-2.0"),
-        "limitations": export.get("limitations", ""),
-        **({"domain": export["domain"]} if export.get("domain") else {}),
-        **{k: v for k, v in fields.items() if k not in ("network", "sampler")},
-        **metadata,
-    }
+    full = {**bundle_metadata(config, fields, family, name=export.get("name") or out.name, export=export), **metadata}
     return save_bundle(out, full, {**weights, **(extra_weights or {})})
 
 

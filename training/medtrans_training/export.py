@@ -68,6 +68,34 @@ def run_bundle_parts(config: dict, checkpoint: dict) -> tuple[dict[str, dict], d
     return stage.bundle_weights(), stage.bundle_fields(), stage.family
 
 
+def bundle_metadata(
+    config: dict, fields: dict[str, Any], family: str, *, name: str, export: dict[str, Any]
+) -> dict[str, Any]:
+    """The metadata every exported bundle shares: identity, data grid, the stage's own fields and ``export``'s
+    words (pairs, grid, training and metrics are the caller's)."""
+    data = config["data"]
+    return {
+        "name": name,
+        "family": family,
+        "version": str(export.get("version", "0.1.0")),
+        "description": export.get("description", f"{family} model trained with medtrans-train ({config['stage']})"),
+        "modalities": list(data["modalities"]),
+        "pairs": [],
+        "spacing": data.get("spacing"),
+        "grid": data.get("patch"),
+        "normalisation": NORMALISATION,
+        "sampler": fields.get("sampler"),
+        "network": fields["network"],
+        "training": {},
+        "metrics": {},
+        "licence": export.get("licence", "Apache-2.0"),
+        "limitations": export.get("limitations", ""),
+        # anatomy, preprocessing, real or phantom training data: what the default model choice matches inputs to
+        **({"domain": dict(export["domain"])} if export.get("domain") else {}),
+        **{k: v for k, v in fields.items() if k not in ("network", "sampler")},
+    }
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -106,26 +134,8 @@ def export_run(
     test = case_loaders(data, "test")[:max_cases]
     train_cases = [case for case, _ in case_loaders(data, "train")]
     pairs = [tuple(p) for p in resolve_pairs(list(data["modalities"]), data.get("pairs", "all"))]
-    metadata: dict[str, Any] = {
-        "name": name,
-        "family": family,
-        "version": str(export.get("version", "0.1.0")),
-        "description": export.get("description", f"{family} model trained with medtrans-train ({config['stage']})"),
-        "modalities": list(data["modalities"]),
-        "pairs": [list(p) for p in pairs],
-        "spacing": data.get("spacing"),
-        "grid": data.get("patch"),
-        "normalisation": NORMALISATION,
-        "sampler": fields.get("sampler"),
-        "network": fields["network"],
-        "training": {},
-        "metrics": {},
-        "licence": export.get("licence", "Apache-2.0"),
-        "limitations": export.get("limitations", ""),
-        # anatomy, preprocessing, real or phantom training data: what the default model choice matches inputs to
-        **({"domain": dict(export["domain"])} if export.get("domain") else {}),
-        **{k: v for k, v in fields.items() if k not in ("network", "sampler")},
-    }
+    metadata = bundle_metadata(config, fields, family, name=name, export=export)
+    metadata["pairs"] = [list(p) for p in pairs]
     provisional = out.parent / f".{out.name}.provisional-{os.getpid()}"
     shutil.rmtree(provisional, ignore_errors=True)
     try:
