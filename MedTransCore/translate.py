@@ -101,10 +101,11 @@ def check_model_sources(bundle: Bundle, source_modalities: Sequence[str], target
 
 
 def check_source_modalities(source_modality: str, extra_modalities: Sequence[str], target_modality: str) -> list[str]:
-    """The source modalities, first first, once each is known and distinct and none of several is the target.
+    """The source modalities, first first, once each is known and distinct and none is the target.
 
     Raises:
-        InputError: an unknown modality, one given twice, or the target among several sources.
+        InputError: an unknown modality, one given twice, or the target among the sources (a "synthetic CT" made
+            from a CT is the input relabelled, never a translation).
     """
     modalities = [source_modality, *extra_modalities]
     for key in [*modalities, target_modality]:
@@ -114,7 +115,9 @@ def check_source_modalities(source_modality: str, extra_modalities: Sequence[str
         if key in seen:
             raise InputError(f"the source modality {key} is given twice; give each sequence once")
         seen.add(key)
-    if extra_modalities and target_modality in seen:
+    if not extra_modalities and source_modality == target_modality:
+        raise InputError(f"the source is already {target_modality}: choose another target modality")
+    if target_modality in seen:
         raise InputError(
             f"the target {target_modality} is among the sources ({', '.join(modalities)}); "
             "translate into a modality that is missing"

@@ -69,7 +69,7 @@ def test_an_unreadable_metadata_file_is_one_error_line_through_the_cli(tmp_path,
     damage(bundle.path)
     source, out = write(ct_like_volume(), tmp_path / "ct.nrrd"), tmp_path / "out.nrrd"
     code = run_cli(
-        "translate", source, "--source-modality", "CT", "--target-modality", "CT", "--output", out,
+        "translate", source, "--source-modality", "CBCT", "--target-modality", "CT", "--output", out,
         "--model", bundle.path,
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
@@ -82,7 +82,7 @@ def test_a_broken_user_bundle_named_by_model_says_why_it_is_broken(tmp_path, cap
     rewrite(bundle.path, lambda m: m.update(grid=[8.5, 8, 8]))
     source, out = write(ct_like_volume(), tmp_path / "ct.nrrd"), tmp_path / "out.nrrd"
     code = run_cli(
-        "translate", source, "--source-modality", "CT", "--target-modality", "CT", "--output", out,
+        "translate", source, "--source-modality", "CBCT", "--target-modality", "CT", "--output", out,
         "--model", "my-coarse",
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

@@ -31,7 +31,7 @@ def ct_file(tmp_path):
 
 
 def translate_args(source, output, *extra):
-    return ["translate", source, "--source-modality", "CT", "--target-modality", "CT", "--output", output, *extra]
+    return ["translate", source, "--source-modality", "CBCT", "--target-modality", "CT", "--output", output, *extra]
 
 
 def test_translate_writes_a_labelled_synthetic_volume_on_the_source_geometry(tmp_path, ct_file, capsys):

@@ -165,7 +165,7 @@ def write_manifest(path, rows, encoding="utf-8"):
 
 
 def case(name, source="in.nrrd"):
-    return {"case": name, "input": source, "source_modality": "CT", "target_modality": "CT"}
+    return {"case": name, "input": source, "source_modality": "CBCT", "target_modality": "CT"}
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def ct_file(tmp_path):
 
 
 def translate_args(source, output, *extra):
-    return ["translate", source, "--source-modality", "CT", "--target-modality", "CT", "--output", output, *extra]
+    return ["translate", source, "--source-modality", "CBCT", "--target-modality", "CT", "--output", output, *extra]
 
 
 def test_a_translation_logged_to_a_file_shows_a_few_plain_progress_lines(tmp_path, ct_file):
@@ -92,7 +92,7 @@ def test_items_tracked_into_a_log_get_one_plain_line_each():
 
 def test_a_batch_logged_to_a_file_shows_one_plain_line_per_case(tmp_path, ct_file):
     manifest = tmp_path / "cohort.csv"
-    manifest.write_text(f"input,source_modality,target_modality,case\n{ct_file},CT,CT,one\n{ct_file},CT,CT,two\n")
+    manifest.write_text(f"input,source_modality,target_modality,case\n{ct_file},CBCT,CT,one\n{ct_file},CBCT,CT,two\n")
     result = medtrans("batch", manifest, "--out", tmp_path / "results", "--model", "identity", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert b"\r" not in result.stderr

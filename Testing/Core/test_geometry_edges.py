@@ -35,7 +35,7 @@ def last_slices(array: np.ndarray) -> dict[str, np.ndarray]:
     return {"x": array[:, :, -1], "y": array[:, -1, :], "z": array[-1]}
 
 
-def translate_file(tmp_path, image: sitk.Image, bundle_path, source="CT", target="CT") -> np.ndarray:
+def translate_file(tmp_path, image: sitk.Image, bundle_path, source="CBCT", target="CT") -> np.ndarray:
     sitk.WriteImage(image, str(tmp_path / "source.nrrd"))
     out = tmp_path / "synthetic.nrrd"
     argv = translate_args(tmp_path / "source.nrrd", out, "--model", bundle_path)
@@ -77,7 +77,7 @@ def test_upsampling_gives_the_network_no_fake_background_slab_at_the_far_edge(tm
 
     monkeypatch.setattr(IdentityTranslator, "prepare", record)
     bundle = tiny_identity_bundle(tmp_path / "fine", spacing=(1.0, 1.0, 1.0))
-    translate_image(gradient_body((10, 9, 8), spacing=(3.0, 3.0, 3.0)), "CT", "CT", model=bundle.path, device="cpu")
+    translate_image(gradient_body((10, 9, 8), spacing=(3.0, 3.0, 3.0)), "CBCT", "CT", model=bundle.path, device="cpu")
     # The body fills every source voxel, so nothing the network sees may be background (-1 normalised).
     assert seen and seen[0].min() > -0.9
 

@@ -101,7 +101,7 @@ def test_translate_image_checks_before_its_first_copy_of_an_image_in_memory(monk
     for step in ("load_translator", "body_mask", "affine_image", "check_plausibility"):
         monkeypatch.setattr(translate_module, step, too_late)
     with pytest.raises(MemoryGuardError, match=r"256x256x256 volume .* needs about"):
-        translate_image(image, "CT", "CT", model="identity")
+        translate_image(image, "CBCT", "CT", model="identity")
 
 
 @pytest.mark.parametrize(
