@@ -23,6 +23,7 @@ from slicer.util import VTKObservationMixin
 from MedTransSlicerLib import MODALITY_KEYS, MedTransError, MedTransLogic, dependencies, layout
 
 POLL_INTERVAL_MS = 100
+TRANSLATE_TOOLTIP = "Make the synthetic volume (runs in a background process; click again to cancel)"
 
 
 class MedTransSlicer(ScriptedLoadableModule):
@@ -86,6 +87,9 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._connectionTag = None
         self.extraSourceRows: list[ExtraSourceRow] = []
+        self._preflightKey = None
+        self._preflight = None
+        self._showsRefusal = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -150,21 +154,56 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateGUI()
 
     def updateGUI(self, caller=None, event=None):
-        """Model list for the chosen pair and button states (the bound widgets update themselves)."""
+        """Model list, the logic's preflight (model, input check, refusal) and button states.
+
+        The logic decides whether Translate may run and which model will; this only shows its answer.
+        """
         p = self._parameterNode
         if p is None:
             return
-        hasModel = self._fillModels(p.sourceModality, p.targetModality, p.model)
+        self._fillModels(p.sourceModality, p.targetModality, p.model)
         running = self.run is not None
         self.ui.alignReferenceCheckBox.enabled = p.referenceVolume is not None and not running
         self.ui.extraSourcesWidget.enabled = not running
-        self.ui.translateButton.enabled = running or (p.sourceVolume is not None and hasModel)
         self.ui.translateButton.text = "Cancel" if running else "Translate"
-        if not hasModel and not running:
-            self.ui.statusLabel.text = f"No installed model translates {p.sourceModality} to {p.targetModality}."
+        if running:
+            self.ui.translateButton.enabled = True
+            return
+        check = self.currentPreflight()
+        self.ui.translateButton.enabled = check.ok
+        self.ui.translateButton.toolTip = check.refusal or TRANSLATE_TOOLTIP
+        self.ui.modelInfoLabel.text = check.modelSummary()
+        self.ui.inputCheckLabel.text = check.inputSummary()
+        if not check.ok:
+            self.ui.statusLabel.text = "Cannot translate: " + check.refusal
+        elif self._showsRefusal:
+            self.ui.statusLabel.text = ""
+        self._showsRefusal = not check.ok
+
+    def currentPreflight(self, fresh=False):
+        """``logic.preflight`` of the panel's inputs, asked again only when one of them changed (or ``fresh``)."""
+        p = self._parameterNode
+        extras = [row.value() for row in self.extraSourceRows]
+
+        def stamp(node):
+            if node is None:
+                return None
+            image = node.GetImageData()
+            return node.GetID(), node.GetMTime(), image.GetMTime() if image is not None else 0
+
+        key = (
+            stamp(p.sourceVolume), p.sourceModality, p.targetModality, p.model, stamp(p.referenceVolume),
+            tuple((modality, stamp(node)) for modality, node in extras),
+        )  # fmt: skip
+        if fresh or key != self._preflightKey or self._preflight is None:
+            self._preflight = self.logic.preflight(
+                p.sourceVolume, p.sourceModality, p.targetModality, p.model or None, p.referenceVolume, extras
+            )
+            self._preflightKey = key
+        return self._preflight
 
     def _fillModels(self, source, target, current) -> bool:
-        """Fill the model list for the pair; False when no model can run it."""
+        """Fill the model list for the pair; False when no installed model lists it."""
         available = self.logic.availableModels(source, target)
         entries = [("best installed model", "")] + [(b.name, b.name) for b in available]
         if current and current not in [data for _, data in entries]:
@@ -221,10 +260,12 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rowLayout.addWidget(removeButton)
         row = ExtraSourceRow(widget, modalityComboBox, volumeSelector)
         volumeSelector.currentNodeChanged.connect(lambda node, row=row: self.onExtraSourceChanged(row, node))
+        modalityComboBox.currentIndexChanged.connect(lambda index: self.updateGUI())
         removeButton.clicked.connect(lambda checked=False, row=row: self.removeExtraSourceRow(row))
         rows = self.ui.extraSourcesWidget.layout()
         rows.insertWidget(rows.count() - 1, widget)  # above the "Add source" button
         self.extraSourceRows.append(row)
+        self.updateGUI()
         return row
 
     def removeExtraSourceRow(self, row: ExtraSourceRow) -> None:
@@ -232,11 +273,13 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.extraSourceRows.remove(row)
             row.widget.setParent(None)
             row.widget.deleteLater()
+            self.updateGUI()
 
     def onExtraSourceChanged(self, row: ExtraSourceRow, node) -> None:
         guess = self.logic.guessSourceModality(node) if node is not None else None
         if guess is not None:
             row.modalityComboBox.currentText = guess
+        self.updateGUI()
 
     # -- running -----------------------------------------------------------------------------------------
 
@@ -247,6 +290,10 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ensureDependencies():
             return
         p = self._parameterNode
+        check = self.currentPreflight(fresh=True)  # with the dependencies in, the input's domain is checked too
+        if not check.ok:
+            self.updateGUI()
+            return
         try:
             self.run = self.logic.translateAsync(
                 p.sourceVolume, p.sourceModality, p.targetModality, model=p.model or None,
@@ -304,8 +351,8 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedTransSlicerTest(ScriptedLoadableModuleTest):
-    """In-Slicer self-test: an identity CT -> CT translation keeps voxels and geometry (the pytest suite in
-    Testing/Slicer covers the logic in depth through the slicer-core wheel)."""
+    """In-Slicer self-test: an identity CBCT -> CT translation keeps voxels and geometry, and CT -> CT is refused
+    (the pytest suite in Testing/Slicer covers the logic in depth through the slicer-core wheel)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -313,16 +360,35 @@ class MedTransSlicerTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_an_identity_translation_keeps_the_source()
+        self.setUp()
+        self.test_a_translation_into_the_source_modality_is_refused()
 
-    def test_an_identity_translation_keeps_the_source(self):
+    def _volume(self, name):
         import numpy as np
 
         array = np.full((12, 14, 16), -1000.0, dtype=np.float32)
         array[3:9, 4:10, 5:11] = 40.0
-        source = slicer.util.addVolumeFromArray(array, ijkToRAS=np.diag([0.8, 1.0, 2.5, 1.0]), name="phantom")
-        outputs = MedTransLogic(slicer.mrmlScene).translate(source, "CT", "CT", model="identity", referenceNode=source)
+        return array, slicer.util.addVolumeFromArray(array, ijkToRAS=np.diag([0.8, 1.0, 2.5, 1.0]), name=name)
+
+    def test_an_identity_translation_keeps_the_source(self):
+        import numpy as np
+
+        array, source = self._volume("phantom CBCT")
+        _, reference = self._volume("planning CT")
+        outputs = MedTransLogic(slicer.mrmlScene).translate(
+            source, "CBCT", "CT", model="identity", referenceNode=reference
+        )
         synthetic = slicer.util.arrayFromVolume(outputs.syntheticNode)
         self.assertTrue(np.allclose(synthetic, array, atol=1e-3))
         self.assertEqual(outputs.syntheticNode.GetAttribute("MedTrans.Synthetic"), "true")
         self.assertAlmostEqual(outputs.metrics["MAE"], 0.0, places=3)
+        self.assertEqual(set(outputs.baselineMetrics), {"source as is", "histogram matching"})
         self.delayDisplay("MedTrans identity translation passed")
+
+    def test_a_translation_into_the_source_modality_is_refused(self):
+        _, source = self._volume("CT")
+        logic = MedTransLogic(slicer.mrmlScene)
+        self.assertIn("already CT", logic.preflight(source, "CT", "CT", model="identity").refusal)
+        with self.assertRaises(MedTransError):
+            logic.translate(source, "CT", "CT", model="identity")
+        self.delayDisplay("MedTrans refuses CT -> CT")

@@ -22,6 +22,12 @@ referenceNode=None, steps=None, seed=0, device="auto", uncertainty=False, progre
 alignReference=False, *, extraSources=None)``; modalities are ``MedTransCore.modalities`` keys. Models that take
 several co-registered sequences get the others as ``extraSources={"MR_FLAIR": flairNode, ...}`` (the source node
 stays the reference grid); ``outputs.limitations`` and ``outputs.statusText()`` say what the model cannot do.
+Before a run, ``logic.preflight(sourceNode, sourceModality, targetModality, model=None, referenceNode=None,
+extraSources=None)`` says whether Translate may run (``.refusal``), which model will (``.model``, ``.automatic``, its
+``.modelDomain``, ``.intendedUse``, ``.limitations``), what the input looks like (``.inputDomain``) and the warnings to
+show beside the inputs (``.warnings``); it never raises for a user's choice and is cheap enough to call on every change.
+With a reference, ``outputs.baselineMetrics`` scores the source as is and its histogram matched to the reference, and
+``outputs.warnings`` says when the model does worse than one of them.
 Input errors raise a ``MedTransCore.errors.MedTransError`` (and emit ``logic.errorOccurred(message)``) before
 anything starts; a failed run reports through ``run.failed`` and ``logic.errorOccurred`` and adds no node.
 """
@@ -35,6 +41,7 @@ from MedTransCore.modalities import MODALITIES  # noqa: E402
 
 from .guess import guessModality, guessModalityOfNode  # noqa: E402
 from .logic import MedTransLogic  # noqa: E402
+from .preflight import Preflight  # noqa: E402
 from .process import ProcessRunner, SubprocessRunner  # noqa: E402
 from .run import TranslationOutputs, TranslationRun  # noqa: E402
 from .signals import Signal  # noqa: E402
@@ -46,6 +53,7 @@ __all__ = [
     "MODALITY_KEYS",
     "MedTransError",
     "MedTransLogic",
+    "Preflight",
     "TranslationOutputs",
     "TranslationRun",
     "ProcessRunner",

@@ -11,7 +11,8 @@ from MedTransCore.bundles import Bundle, find_bundle, installed_bundles, select_
 from MedTransCore.errors import InputError, MedTransError
 from MedTransCore.modalities import get_modality
 
-from . import guess, layout, volumes
+from . import guess, layout, preflight, volumes
+from .preflight import Preflight
 from .process import ProcessRunner, SubprocessRunner, childEnvironment, defaultPythonExecutable, translateCommand
 from .run import SOURCE_FILE, RunRequest, TranslationOutputs, TranslationRun, extraSourceFile
 from .signals import Signal
@@ -77,7 +78,8 @@ class MedTransLogic:
             sourceModality: registry key of the source, e.g. ``"CBCT"``.
             targetModality: registry key of the target, e.g. ``"CT"``.
             model: bundle name or folder; ``None`` picks the best installed model for the pair.
-            referenceNode: optional real volume of the target modality: adds a difference map and metrics.
+            referenceNode: optional real volume of the target modality: adds a difference map and metrics, with the
+                same metrics for the source as is and for its histogram matched to the reference (the baselines).
             steps: sampler steps for diffusion models (``None``: the model's default).
             seed: random seed (same seed, same result).
             device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``"gpu"`` is accepted for ``"cuda"``).
@@ -95,8 +97,9 @@ class MedTransLogic:
             The added nodes (see :class:`TranslationOutputs`).
 
         Raises:
-            MedTransError: bad input, unsupported pair, failed run (nothing is added to the scene);
-                ``CancelledError`` when cancelled.
+            MedTransError: bad input (a target that is the source's modality, a reference that is the source or does
+                not overlap it), unsupported pair, failed run (nothing is added to the scene); ``CancelledError``
+                when cancelled. :meth:`preflight` says the same before anything is started.
         """
         run = self.translateAsync(
             sourceNode, sourceModality, targetModality, model, referenceNode, steps, seed, device, uncertainty,
@@ -147,11 +150,14 @@ class MedTransLogic:
         """Check every input and read what the run needs from the scene (raises ``InputError``)."""
         volumes.checkScalarVolume(sourceNode, "source")
         if referenceNode is not None:
-            volumes.checkScalarVolume(referenceNode, "reference")
+            refusal, _ = preflight.referenceCheck(referenceNode, sourceNode)
+            if refusal:
+                raise InputError(refusal)
         elif alignReference:
             raise InputError("aligning the reference needs a reference volume")
         get_modality(sourceModality), get_modality(targetModality)
         extras = self._checkExtraSources(sourceNode, sourceModality, targetModality, extraSources)
+        preflight.checkModalities(sourceModality, targetModality)
         if str(device).lower() not in DEVICES:
             raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
         if steps is not None and (not isinstance(steps, int) or steps < 1):
@@ -201,36 +207,8 @@ class MedTransLogic:
             modelPath=modelPath,
         )
 
-    @staticmethod
-    def _checkExtraSources(sourceNode, sourceModality: str, targetModality: str, extraSources) -> dict:
-        """The additional sources as an ordered ``{modality: node}``; raises ``InputError`` for a bad one."""
-        if not extraSources:
-            return {}
-        rows = list(extraSources.items() if isinstance(extraSources, Mapping) else extraSources)
-        extras: dict[str, object] = {}
-        for row in rows:
-            try:
-                modality, node = row
-            except (TypeError, ValueError):
-                raise InputError(f"an additional source is a (modality, volume) pair, got {row!r}") from None
-            get_modality(modality)
-            what = f"additional {modality} source"
-            if node is None:
-                raise InputError(f"choose a volume for the {what}")
-            volumes.checkScalarVolume(node, what)
-            if modality == targetModality:
-                raise InputError(f"{modality} is the target modality: it cannot also be a source")
-            if modality == sourceModality or modality in extras:
-                raise InputError(f"{modality} is given twice as a source; each source modality can be used once")
-            if node is sourceNode:
-                raise InputError(f"the {what} is the source volume {node.GetName()!r} itself; choose another volume")
-            for other, used in extras.items():
-                if node is used:
-                    raise InputError(f"volume {node.GetName()!r} is given both as {other} and as {modality}")
-            extras[modality] = node
-        if sourceModality == targetModality:
-            raise InputError(f"{targetModality} is the target modality: it cannot also be a source")
-        return extras
+    # The additional sources as an ordered {modality: node}; raises InputError for a bad one (shared with preflight).
+    _checkExtraSources = staticmethod(preflight.checkExtraSources)
 
     @staticmethod
     def _checkModel(sourceModality: str, targetModality: str, model: str | Path | None) -> str | None:
@@ -253,6 +231,25 @@ class MedTransLogic:
         for modality in (*sourceModalities, targetModality):
             get_modality(modality)
         return None if model is None else str(find_bundle(model).path)
+
+    # -- guard rails before a run (front ends show these; they decide nothing themselves) -----------------
+
+    @staticmethod
+    def preflight(
+        sourceNode, sourceModality: str, targetModality: str, model=None, referenceNode=None, extraSources=None
+    ) -> Preflight:
+        """Whether Translate may run with these inputs, which model will run and what to show before it does.
+
+        Cheap (no torch, a strided look at the voxels): call it whenever an input changes. Never raises for a
+        user's choice: a bad one is ``result.refusal``. See :func:`MedTransSlicerLib.preflight.preflight`.
+        """
+        return preflight.preflight(sourceNode, sourceModality, targetModality, model, referenceNode, extraSources)
+
+    @staticmethod
+    def checkReference(referenceNode, sourceNode) -> tuple[str, tuple[str, ...]]:
+        """``(refusal, warnings)`` of a reference for ``sourceNode``: it must overlap the source; a different field
+        of view is a warning (see :func:`MedTransSlicerLib.preflight.referenceCheck`)."""
+        return preflight.referenceCheck(referenceNode, sourceNode)
 
     # -- helpers for front ends --------------------------------------------------------------------------
 

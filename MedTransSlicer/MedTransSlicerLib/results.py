@@ -6,6 +6,7 @@ Everything here writes MRML only (no Qt), so desktop Slicer, the browser front e
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,6 +22,15 @@ DIVERGING_COLOR_NAME = "MedTrans difference (blue-white-red)"
 DIVERGING_COLORS = 256
 # Order of the rows of the metrics table; metrics the core does not report are left out.
 METRIC_ROWS = ("MAE", "ME", "PSNR", "SSIM", "MS_SSIM", "NMSE", "NCC", "MAE_air", "MAE_soft_tissue", "MAE_bone")
+# The baselines scored against the same reference in the same mask ({key: column title}): the bar a model must clear.
+SOURCE_AS_IS = "source as is"
+HISTOGRAM_MATCHING = "histogram matching"
+BASELINE_COLUMNS = {SOURCE_AS_IS: "Source as is", HISTOGRAM_MATCHING: "Histogram matching"}
+# A model "does worse" than a baseline only by more than these margins (an identity model reproduces the source up
+# to float rounding, which is no loss): MAE relative, SSIM absolute, PSNR in dB.
+WORSE_MAE_MARGIN = 0.01
+WORSE_SSIM_MARGIN = 0.001
+WORSE_PSNR_MARGIN_DB = 0.05
 
 
 def resultName(sourceName: str, targetModality: str, kind: str) -> str:
@@ -160,22 +170,41 @@ def symmetricRange(difference: np.ndarray, percentile: float = 99.0) -> float:
 
 
 def addMetricsTable(
-    scene: slicer.vtkMRMLScene, metrics: dict[str, float], modality: str, name: str
+    scene: slicer.vtkMRMLScene,
+    metrics: dict[str, float],
+    modality: str,
+    name: str,
+    baselines: dict[str, dict[str, float]] | None = None,
 ) -> slicer.vtkMRMLTableNode:
-    """A table node with one row per metric: ``Metric``, ``Value``, ``Unit`` (NaN where undefined)."""
+    """A table node with one row per metric: ``Metric``, ``Value`` (the synthetic's), ``Unit`` (NaN where undefined).
+
+    Args:
+        baselines: ``{"source as is": metrics, "histogram matching": metrics}`` against the same reference: each
+            adds its column (``Source as is``, ``Histogram matching``) after ``Unit``, on the same rows.
+    """
     from MedTransCore.metrics import metric_unit  # needs scipy: imported once the dependencies are installed
 
     names, values, units = vtkStringArray(), vtkDoubleArray(), vtkStringArray()
     names.SetName("Metric")
     values.SetName("Value")
     units.SetName("Unit")
+    columns = [names, values, units]
+    extra = []
+    for key, title in BASELINE_COLUMNS.items():
+        if baselines and key in baselines:
+            column = vtkDoubleArray()
+            column.SetName(title)
+            columns.append(column)
+            extra.append((column, baselines[key]))
     for key in METRIC_ROWS:
         if key in metrics:
             names.InsertNextValue(key)
             values.InsertNextValue(float(metrics[key]))
             units.InsertNextValue(metric_unit(key, modality))
+            for column, baseline in extra:
+                column.InsertNextValue(float(baseline.get(key, math.nan)))
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for column in (names, values, units):
+    for column in columns:
         table.AddColumn(column)
     table.SetUseColumnTitleAsColumnHeader(True)
     return table
@@ -186,6 +215,65 @@ def metricsFromTable(table: slicer.vtkMRMLTableNode) -> dict[str, float]:
     vtkTable = table.GetTable()
     names, values = vtkTable.GetColumnByName("Metric"), vtkTable.GetColumnByName("Value")
     return {names.GetValue(row): values.GetValue(row) for row in range(vtkTable.GetNumberOfRows())}
+
+
+def baselinesFromTable(table: slicer.vtkMRMLTableNode) -> dict[str, dict[str, float]]:
+    """``{"source as is": {metric: value}, "histogram matching": {...}}`` of a table made by :func:`addMetricsTable`.
+
+    A table without baseline columns (no reference, or made before they existed) gives ``{}``.
+    """
+    vtkTable = table.GetTable()
+    names = vtkTable.GetColumnByName("Metric")
+    found = {}
+    for key, title in BASELINE_COLUMNS.items():
+        column = vtkTable.GetColumnByName(title)
+        if column is not None and names is not None:
+            found[key] = {names.GetValue(row): column.GetValue(row) for row in range(vtkTable.GetNumberOfRows())}
+    return found
+
+
+def _worse(model: float, baseline: float, higherIsBetter: bool, margin: float) -> bool:
+    """``model`` is worse than ``baseline`` by more than ``margin`` (NaN on either side: not worse)."""
+    if math.isnan(model) or math.isnan(baseline):
+        return False
+    if higherIsBetter:
+        return model < baseline - margin
+    return model > baseline + margin
+
+
+def baselineWarnings(metrics: dict[str, float], baselines: dict[str, dict[str, float]], modality: str) -> list[str]:
+    """One warning per baseline the model loses to on this case, with the numbers.
+
+    The rule: the model does worse than a baseline when its MAE is higher (by more than :data:`WORSE_MAE_MARGIN`,
+    relative) AND its SSIM or its PSNR is lower (by more than :data:`WORSE_SSIM_MARGIN` /
+    :data:`WORSE_PSNR_MARGIN_DB`). One metric alone is not a loss: MAE and SSIM/PSNR weigh errors differently.
+
+    Args:
+        metrics: the synthetic volume's metrics against the reference.
+        baselines: ``{"source as is": metrics, "histogram matching": metrics}`` against the same reference and mask.
+        modality: the target modality (for the units).
+    """
+    from MedTransCore.metrics import metric_unit
+
+    warnings = []
+    nan = math.nan
+    for name, baseline in baselines.items():
+        mae, baseMae = float(metrics.get("MAE", nan)), float(baseline.get("MAE", nan))
+        if not _worse(mae, baseMae, False, WORSE_MAE_MARGIN * abs(baseMae)):
+            continue
+        ssim, baseSsim = float(metrics.get("SSIM", nan)), float(baseline.get("SSIM", nan))
+        psnr, basePsnr = float(metrics.get("PSNR", nan)), float(baseline.get("PSNR", nan))
+        lowerSsim = _worse(ssim, baseSsim, True, WORSE_SSIM_MARGIN)
+        lowerPsnr = _worse(psnr, basePsnr, True, WORSE_PSNR_MARGIN_DB)
+        if not (lowerSsim or lowerPsnr):
+            continue
+        numbers = [f"MAE {mae:.4g} vs {baseMae:.4g} {metric_unit('MAE', modality)}".rstrip()]
+        if lowerSsim:
+            numbers.append(f"SSIM {ssim:.3f} vs {baseSsim:.3f}")
+        if lowerPsnr:
+            numbers.append(f"PSNR {psnr:.1f} vs {basePsnr:.1f} {metric_unit('PSNR', modality)}".rstrip())
+        warnings.append(f"on this case the model does worse than {name} ({', '.join(numbers)})")
+    return warnings
 
 
 def rasMatrixFromTransform(transform: sitk.Transform) -> np.ndarray:

@@ -49,12 +49,16 @@ class TranslationOutputs:
         syntheticNode: the synthetic volume, on exactly the source geometry, marked ``MedTrans.Synthetic=true``.
         differenceNode: synthetic minus reference (target unit), with the diverging colour table.
         uncertaintyNode: voxel-wise standard deviation over samples (``uncertainty=True``).
-        metricsTableNode: MAE, ME, PSNR, SSIM, MS-SSIM, NMSE, NCC (+ per-tissue MAE for CT).
+        metricsTableNode: MAE, ME, PSNR, SSIM, MS-SSIM, NMSE, NCC (+ per-tissue MAE for CT): columns ``Metric``,
+            ``Value`` (the synthetic's), ``Unit``, and the baselines ``Source as is`` and ``Histogram matching``.
         transformNode: rigid transform moving the reference onto the synthetic (``alignReference=True``).
         metrics: the metric values as a dict.
+        baselineMetrics: the same metrics, against the same reference in the same mask, for the baselines:
+            ``{"source as is": {...}, "histogram matching": {...}}`` (``None`` without a reference).
         settings: model, version, family, steps, seed, device and modalities of the run
             (``source_modalities`` lists every source, the source volume's first).
-        warnings: plausibility warnings of the core.
+        warnings: plausibility warnings of the core, and "the model does worse than <baseline>" when it loses to one
+            (:func:`~MedTransSlicerLib.results.baselineWarnings`).
         limitations: what the model cannot do, from its bundle (show it wherever the result is shown).
     """
 
@@ -67,6 +71,7 @@ class TranslationOutputs:
     settings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     limitations: str = ""
+    baselineMetrics: dict[str, dict[str, float]] | None = None
 
     def statusText(self) -> str:
         """One paragraph for a status line: what was made, by which model, from which sources; limitations; warnings."""
@@ -113,6 +118,8 @@ class _Computed:
     uncertainty: np.ndarray | None = None
     difference: np.ndarray | None = None
     metrics: dict | None = None
+    baselineMetrics: dict[str, dict[str, float]] | None = None
+    warnings: list[str] = field(default_factory=list)
     transform: sitk.Transform | None = None
     limitations: str = ""
 
@@ -316,7 +323,32 @@ class TranslationRun:
             if inside is not None:
                 mask &= inside
             computed.metrics = compute_metrics(computed.synthetic, reference, request.targetModality, mask=mask)
+            computed.baselineMetrics = self._baselineMetrics(reference, mask)
+            computed.warnings = results.baselineWarnings(
+                computed.metrics, computed.baselineMetrics, request.targetModality
+            )
         return computed
+
+    def _baselineMetrics(self, reference: np.ndarray, mask: np.ndarray) -> dict[str, dict[str, float]]:
+        """The metrics of the baselines against the same reference in the same mask (as ``medtrans demo`` shows).
+
+        ``source as is``: the source's own intensities. ``histogram matching``: the source's in-mask quantiles mapped
+        onto the reference's in-mask quantiles (the bar a learned model has to clear on this very case).
+        """
+        from MedTransCore.metrics import compute_metrics
+        from MedTransCore.quantiles import match_quantiles, volume_quantiles
+
+        self._stage = (
+            self._share + 0.95 * (1 - self._share),
+            "scoring the baselines (source as is, histogram matching)",
+        )
+        target = self.request.targetModality
+        source = sitk.GetArrayFromImage(sitk.Cast(self.request.sourceImage, sitk.sitkFloat32))
+        matched = match_quantiles(source, volume_quantiles(source, mask), volume_quantiles(reference, mask))
+        return {
+            results.SOURCE_AS_IS: compute_metrics(source, reference, target, mask=mask),
+            results.HISTOGRAM_MATCHING: compute_metrics(matched.astype(np.float32), reference, target, mask=mask),
+        }
 
     def _referenceOnSourceGrid(self, computed: _Computed) -> tuple[np.ndarray, np.ndarray | None]:
         """The reference resampled onto the synthetic grid (aligned if asked) and its field-of-view mask."""
@@ -351,6 +383,7 @@ class TranslationRun:
     def _createNodes(self, computed: _Computed) -> TranslationOutputs:
         """Add the result nodes; on any failure remove the ones already added and re-raise."""
         request, scene = self.request, self.scene
+        self.warnings.extend(w for w in computed.warnings if w not in self.warnings)
         settings = {k: v for k, v in self._payload.items() if k not in ("output", "uncertainty")}
         if request.sourceNames:
             settings.setdefault("source_modalities", list(request.sourceNames))
@@ -392,11 +425,13 @@ class TranslationRun:
             if computed.metrics is not None:
                 name = results.resultName(request.sourceName, request.targetModality, "metrics")
                 outputs.metricsTableNode = results.addMetricsTable(
-                    scene, computed.metrics, request.targetModality, name
+                    scene, computed.metrics, request.targetModality, name, computed.baselineMetrics
                 )
                 created.append(outputs.metricsTableNode)
                 mark(outputs.metricsTableNode, "metrics", False)
                 outputs.metrics = dict(computed.metrics)
+                if computed.baselineMetrics is not None:
+                    outputs.baselineMetrics = {k: dict(v) for k, v in computed.baselineMetrics.items()}
             if computed.transform is not None:
                 name = f"{request.referenceName} -> {request.sourceName} -> {request.targetModality} (rigid)"
                 outputs.transformNode = results.addRigidTransform(scene, computed.transform, name)

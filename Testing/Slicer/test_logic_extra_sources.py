@@ -254,12 +254,12 @@ def test_without_additional_sources_the_command_line_is_the_single_source_one(sc
 
 
 def test_the_status_after_a_translation_gives_the_models_limitations(scene, logic, source):
-    outputs = logic.translate(source, "CT", "CT", model=IDENTITY)
+    outputs = logic.translate(source, "CBCT", "CT", model=IDENTITY)
 
     limitations = find_bundle(IDENTITY).metadata["limitations"]
     assert limitations and outputs.limitations == limitations
     assert outputs.syntheticNode.GetAttribute("MedTrans.Limitations") == limitations
-    assert outputs.syntheticNode.GetAttribute("MedTrans.SourceModalities") == "CT"
+    assert outputs.syntheticNode.GetAttribute("MedTrans.SourceModalities") == "CBCT"
     assert f"Model limitations: {limitations}" in outputs.statusText()
 
 

@@ -37,7 +37,7 @@ def test_a_translation_keeps_the_source_geometry_and_labels_every_result(scene, 
     progress = []
 
     outputs = logic.translate(
-        source, "CT", "CT", model=IDENTITY, referenceNode=reference, progress=lambda f, m: progress.append(f)
+        source, "CBCT", "CT", model=IDENTITY, referenceNode=reference, progress=lambda f, m: progress.append(f)
     )
 
     nodes = [outputs.syntheticNode, outputs.differenceNode]
@@ -78,7 +78,7 @@ def test_a_reference_from_another_day_is_aligned_rigidly_before_the_comparison(s
     moved[:3, 3] += [3.0, -2.0, 2.5]  # the patient lay 3 mm / 2 mm / 2.5 mm and 4 degrees elsewhere
     reference = addVolume(scene, headArray(), moved, "planning CT (other day)")
 
-    outputs = logic.translate(source, "CT", "CT", model=IDENTITY, referenceNode=reference, alignReference=True)
+    outputs = logic.translate(source, "CBCT", "CT", model=IDENTITY, referenceNode=reference, alignReference=True)
 
     assert outputs.transformNode.IsA("vtkMRMLLinearTransformNode")
     assert outputs.transformNode.GetName() == "planning CT (other day) -> patient CBCT -> CT (rigid)"
@@ -93,10 +93,11 @@ def test_a_reference_from_another_day_is_aligned_rigidly_before_the_comparison(s
 
 def test_cancelling_mid_run_kills_the_process_and_leaves_the_scene_as_it_was(scene, logic, source, monkeypatch):
     monkeypatch.setenv("MEDTRANS_TEST_SLOW_SECONDS", "2")
+    reference = _reference(scene)
     before = scene.GetNumberOfNodes()
     messages, cancelled = [], []
     run = logic.translateAsync(
-        source, "CT", "CT", model=IDENTITY, referenceNode=source, progress=lambda f, m: messages.append(m)
+        source, "CBCT", "CT", model=IDENTITY, referenceNode=reference, progress=lambda f, m: messages.append(m)
     )
     run.cancelled.connect(lambda: cancelled.append(True))
     while not any(_fromTheCli(m) for m in messages):  # the core is working in the background process
@@ -119,7 +120,7 @@ def test_a_cancel_callable_stops_a_blocking_translation(scene, logic, source, mo
     with pytest.raises(CancelledError):
         logic.translate(
             source,
-            "CT",
+            "CBCT",
             "CT",
             model=IDENTITY,
             progress=lambda f, m: seen.append(m),
@@ -135,11 +136,11 @@ def _emptyVolume(scene):
 @pytest.mark.parametrize(
     ("make", "arguments", "message"),
     [
-        (_emptyVolume, ("CT", "CT"), "empty"),
-        (lambda scene: addVolume(scene, headArray((1, 24, 22)), np.eye(4), "slice"), ("CT", "CT"), "2D"),
+        (_emptyVolume, ("CBCT", "CT"), "empty"),
+        (lambda scene: addVolume(scene, headArray((1, 24, 22)), np.eye(4), "slice"), ("CBCT", "CT"), "2D"),
         (
             lambda scene: addVolume(scene, headArray(), np.eye(4), "labels", "vtkMRMLLabelMapVolumeNode"),
-            ("CT", "CT"),
+            ("CBCT", "CT"),
             "label map",
         ),
         (None, ("MR_T1", "CT_ARTERIAL"), "does not support MR_T1->CT_ARTERIAL"),
@@ -170,14 +171,14 @@ def test_bad_options_are_refused_before_anything_starts(scene, logic, source, op
 
     before = scene.GetNumberOfNodes()
     with pytest.raises(InputError, match=message):
-        logic.translateAsync(source, "CT", "CT", model=IDENTITY, **options)
+        logic.translateAsync(source, "CBCT", "CT", model=IDENTITY, **options)
     assert scene.GetNumberOfNodes() == before
 
 
 def test_an_error_of_the_background_process_is_reported_and_adds_nothing(scene, logic, source):
     before, errors = scene.GetNumberOfNodes(), []
     logic.errorOccurred.connect(errors.append)
-    run = logic.translateAsync(source, "CT", "CT", model=IDENTITY, uncertainty=True)  # identity is deterministic
+    run = logic.translateAsync(source, "CBCT", "CT", model=IDENTITY, uncertainty=True)  # identity is deterministic
     failed = []
     run.failed.connect(failed.append)
     with pytest.raises(Exception, match="deterministic"):
