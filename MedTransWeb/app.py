@@ -21,6 +21,15 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_UPLOAD_MB = 1024
 DESCRIPTION = "Start the MedTrans browser app (trame-slicer) and print its URL."
+EPILOG = """\
+Open the printed URL in a browser. The app serves this machine only unless
+--host names another address; an upload larger than --max-upload-mb is refused
+in the page before it is sent. The same options work with medtrans-web and
+python -m MedTransWeb.
+
+example:
+  medtrans web --port 8080 --max-upload-mb 2048
+"""
 # Top-level modules that the `web` extra brings (trame-slicer[standalone], slicer-core, vtk).
 WEB_EXTRA_MODULES = frozenset(
     ("trame", "trame_client", "trame_server", "trame_slicer", "trame_vuetify", "wslink", "slicer", "vtk", "vtkmodules")
@@ -61,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str = "medtrans-web") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return parser
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .app import DESCRIPTION, add_arguments, serve
+from .app import DESCRIPTION, EPILOG, add_arguments, serve
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: the sub-parsers of the ``medtrans`` parser.
     """
-    p = sub.add_parser("web", help="start the browser front end (trame-slicer) on 127.0.0.1", description=DESCRIPTION)
+    p = sub.add_parser(
+        "web",
+        help="start the browser front end (trame-slicer) on 127.0.0.1",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     p.set_defaults(run=run)
 

@@ -14,7 +14,10 @@ from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
+from .ui_results import CSS as RESULTS_CSS
+from .ui_results import demo_dialog, display_section, results_section
 from .uploads import VOLUME_SUFFIXES
+from .view_overlays import CSS as VIEW_CSS
 
 ACCEPT = ",".join((*VOLUME_SUFFIXES, ".zip", ".dcm"))
 SYNTHETIC_NOTICE = "Synthetic images are computed by a model: for research and planning support, not for diagnosis."
@@ -24,23 +27,10 @@ html { overflow-y: auto; }
 .mt-panel { font-size: 0.875rem; }
 .mt-section { font-weight: 600; letter-spacing: .04em; text-transform: uppercase; font-size: .75rem;
   opacity: .8; margin: 14px 0 6px; }
-.mt-view-caption { position: absolute; top: 6px; left: 40px; right: 8px; display: flex; flex-direction: column;
-  align-items: center; pointer-events: none; }
-.mt-view-title { padding: 2px 10px; border-radius: 4px; font: 600 13px sans-serif; color: #fff;
-  background: rgba(0,0,0,.65); border: 1px solid #90a4ae; max-width: 100%; text-align: center; }
-.mt-view-subtitle { margin-top: 3px; padding: 1px 8px; border-radius: 4px; font: 12px sans-serif; color: #eceff1;
-  background: rgba(0,0,0,.55); max-width: 100%; text-align: center; }
-.mt-view-title-synthetic { border-color: #ff9800; color: #ffb74d; }
-.mt-view-title-reference { border-color: #66bb6a; }
-.layout-grid-item:has(.mt-view-title-synthetic) { border: 2px solid #ff9800 !important; }
-.mt-view-hint { position: absolute; top: 50%; left: 50%; transform: translate(-50%, -50%); color: #b0bec5;
-  font: 14px sans-serif; text-align: center; pointer-events: none; max-width: 80%; }
-.mt-metrics { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
-.mt-metrics th, .mt-metrics td { padding: 3px 6px; border-bottom: 1px solid rgba(255,255,255,.12); }
-.mt-metrics th { text-align: left; font-weight: 500; }
-.mt-metrics td.mt-value { text-align: right; font-weight: 600; }
-.mt-metrics td.mt-unit { opacity: .7; }
 .mt-status { min-height: 1.4em; word-break: break-word; }
+.mt-refusal .v-alert__content { max-height: 9.5em; overflow-y: auto; }
+.mt-model-card { border: 1px solid rgba(255,255,255,.15); border-radius: 6px; padding: 6px 8px; }
+.mt-model-card details summary { cursor: pointer; opacity: .85; }
 """
 
 
@@ -49,9 +39,12 @@ class PageCallbacks:
     """What the page's controls call on the server."""
 
     load_demo: Callable[[], None]
+    confirm_demo: Callable[[bool], None]  # the dialog's answer (True: replace the result with the demo)
     upload_chunk: Callable[[str, list[dict]], None]  # (role, files); an empty list ends an upload
     set_extra_modality: Callable[[int, str], None]  # (id of an added source, modality key)
     remove_extra_source: Callable[[int], None]  # (id of an added source)
+    set_reference_modality: Callable[[str], None]  # the user's choice of the reference's modality
+    remove_reference: Callable[[], None]
     translate_or_cancel: Callable[[], None]
     download_nifti: Callable[[], object]
     download_dicom: Callable[[], object]
@@ -76,8 +69,9 @@ def _upload_button(server: Server, role: str, label: str, icon: str, callbacks: 
         tag="label",
         block=True,
         variant="tonal",
+        size="small",
         prepend_icon=icon,
-        classes="mb-2",
+        classes="mb-1",
         disabled=("running || !!uploading",),
         loading=(f"uploading === '{role}'",),
     ):
@@ -105,17 +99,65 @@ def _input_section(server: Server, callbacks: PageCallbacks) -> None:
         disabled=("running || !!uploading",),
         raw_attrs=['data-testid="load-demo"'],
     )
+    demo_dialog(callbacks.confirm_demo)
     _upload_button(server, "source", "Upload volume", "mdi-upload", callbacks)
-    _upload_button(server, "extra", "Add source (another sequence)", "mdi-plus", callbacks)
+    _upload_button(server, "extra", "Add a sequence (source)", "mdi-plus", callbacks)
     _upload_button(server, "reference", "Upload reference (optional)", "mdi-upload-outline", callbacks)
     html.Div(
-        "NIfTI, NRRD, MHA, or a zipped DICOM series. Added sources are other sequences of the same patient for "
-        "models that take several; the reference is the real target scan, for metrics.",
+        "NIfTI, NRRD, MHA or a zipped DICOM series. A sequence: another scan of the same patient, for models that "
+        "take several; the reference: the real target scan, for metrics.",
         classes="text-caption text-medium-emphasis mb-1",
     )
     html.Div("{{ source_info }}", classes="text-caption", raw_attrs=['data-testid="source-info"'])
+    _warning_list("input_warnings", "input-warnings", "About the source")
     _extra_sources_list(callbacks)
-    html.Div("{{ reference_info }}", classes="text-caption", raw_attrs=['data-testid="reference-info"'])
+    _reference_row(callbacks)
+
+
+def _warning_list(variable: str, test_id: str, title: str, kind: str = "warning") -> None:
+    with v3.VAlert(
+        v_if=(f"{variable}.length",),
+        type=kind,
+        variant="tonal",
+        density="compact",
+        title=title,
+        classes="my-1 text-caption",
+        raw_attrs=[f'data-testid="{test_id}"'],
+    ):
+        html.Div("{{ w }}", v_for=f"w in {variable}", key="w")
+
+
+def _reference_row(callbacks: PageCallbacks) -> None:
+    """The reference: its modality (guessed, changeable), name and size, a remove button, its checks."""
+    html.Div("{{ reference_info }}", classes="text-caption mt-1", raw_attrs=['data-testid="reference-info"'])
+    with html.Div(v_if=("has_reference",), classes="d-flex align-center ga-1 my-1"):
+        v3.VSelect(
+            label="Reference modality",
+            model_value=("reference_modality",),
+            items=("modality_items",),
+            update_modelValue=(callbacks.set_reference_modality, "[$event]"),
+            disabled=("running",),
+            density="compact",
+            variant="outlined",
+            hide_details=True,
+            raw_attrs=['data-testid="reference-modality"'],
+        )
+        v3.VBtn(
+            icon="mdi-close",
+            size="small",
+            variant="text",
+            title="Remove the reference",
+            click=callbacks.remove_reference,
+            disabled=("running",),
+            raw_attrs=['data-testid="remove-reference"'],
+        )
+    html.Div(
+        "{{ reference_note }}",
+        v_if=("reference_note",),
+        classes="text-caption text-info my-1",
+        raw_attrs=['data-testid="reference-note"'],
+    )
+    _warning_list("reference_warnings", "reference-warnings", "About the reference")
 
 
 def _extra_sources_list(callbacks: PageCallbacks) -> None:
@@ -150,7 +192,8 @@ def _extra_sources_list(callbacks: PageCallbacks) -> None:
         )
 
 
-def _translation_section(callbacks: PageCallbacks) -> None:
+def _translation_section(server: Server, callbacks: PageCallbacks) -> None:
+    translate = server.trigger_name(callbacks.translate_or_cancel)
     html.Div("2 · Translation", classes="mt-section")
     common = {"density": "compact", "variant": "outlined", "hide_details": True, "classes": "mb-3"}
     v3.VSelect(
@@ -177,15 +220,32 @@ def _translation_section(callbacks: PageCallbacks) -> None:
         raw_attrs=['data-testid="model"'],
         **common,
     )
+    with v3.VAlert(
+        v_if=("has_source && refusal",),
+        type="error",
+        variant="tonal",
+        density="compact",
+        classes="mb-2 text-caption mt-refusal",
+        raw_attrs=['data-testid="refusal"'],
+    ):
+        html.Div("Translate is off: {{ refusal }}")
+    html.Div(
+        "⚠ {{ input_warnings.length }} warning{{ input_warnings.length > 1 ? 's' : '' }} about the source: "
+        "see 1 · Input",
+        v_if=("has_source && input_warnings.length",),
+        classes="text-caption text-warning mb-1",
+        raw_attrs=['data-testid="input-warnings-summary"'],
+    )
     v3.VBtn(
         "{{ running ? 'Cancel' : 'Translate' }}",
         block=True,
         size="large",
         color=("running ? 'error' : 'success'",),
         prepend_icon=("running ? 'mdi-stop' : 'mdi-play'",),
-        disabled=("!running && (!has_source || !!uploading || !model_items.length)",),
-        click=callbacks.translate_or_cancel,
-        raw_attrs=['data-testid="translate-button"'],
+        disabled=("running ? !cancel_ready : (!has_source || !!uploading || !model_items.length || !!refusal)",),
+        click=f"trigger('{translate}')",
+        # The server action it sends: what a second click sends, whatever the button shows by then.
+        raw_attrs=['data-testid="translate-button"', f'data-trigger="{translate}"'],
     )
     v3.VProgressLinear(
         model_value=("progress * 100",),
@@ -200,97 +260,26 @@ def _translation_section(callbacks: PageCallbacks) -> None:
         classes=("status.startsWith('error') ? 'mt-status text-error' : 'mt-status'",),
         raw_attrs=['data-testid="status"', 'role="status"', 'aria-live="polite"'],
     )
+    _model_card()
 
 
-def _display_section(callbacks: PageCallbacks) -> None:
-    html.Div("3 · Display", classes="mt-section")
-    v3.VSelect(
-        label="Window / level (CT)",
-        v_model=("window_preset",),
-        items=("window_items",),
-        density="compact",
-        variant="outlined",
-        hide_details=True,
-        classes="mb-1",
-        raw_attrs=['data-testid="window-preset"'],
-    )
-    v3.VSwitch(
-        label="Difference overlay (synthetic − reference)",
-        v_model=("show_difference",),
-        disabled=("!has_difference",),
-        color="warning",
-        density="compact",
-        hide_details=True,
-        raw_attrs=['data-testid="difference-toggle"'],
-    )
-    v3.VSwitch(
-        label="3D view of the synthetic volume",
-        v_model=("show_3d",),
-        disabled=("!has_result",),
-        color="primary",
-        density="compact",
-        hide_details=True,
-        raw_attrs=['data-testid="threed-toggle"'],
-    )
-    v3.VBtn(
-        "Reset views",
-        size="small",
-        variant="text",
-        prepend_icon="mdi-fit-to-screen-outline",
-        click=callbacks.reset_views,
-    )
-
-
-def _results_section(server: Server, callbacks: PageCallbacks) -> None:
-    html.Div("4 · Results", classes="mt-section")
-    html.Div("{{ result_summary }}", classes="text-caption mb-2", raw_attrs=['data-testid="result-summary"'])
-    with v3.VAlert(
-        v_if=("limitations",),
-        type="info",
-        variant="tonal",
-        density="compact",
-        title="Model limitations",
-        classes="mb-2 text-caption",
-        raw_attrs=['data-testid="limitations"'],
+def _model_card() -> None:
+    """The model that will run (the automatic choice or the one named): its domain, intended use, limitations."""
+    with html.Div(
+        v_if=("model_card.title",), classes="mt-model-card my-2 text-caption", raw_attrs=['data-testid="model-card"']
     ):
-        html.Div("{{ limitations }}")
-    with v3.VAlert(
-        v_if=("warnings.length",),
-        type="warning",
-        variant="tonal",
-        density="compact",
-        title="Warnings",
-        classes="mb-2 text-caption",
-        raw_attrs=['data-testid="warnings"'],
-    ):
-        html.Div("{{ w }}", v_for="w in warnings", key="w")
-    with html.Table(classes="mt-metrics mb-2", raw_attrs=['data-testid="metrics-table"']):
-        with html.Tr(v_for="row in metrics", key="row.name", raw_attrs=[':data-metric="row.name"']):
-            html.Th("{{ row.label }}")
-            html.Td("{{ row.text }}", classes="mt-value", raw_attrs=[':data-value="row.value"', ':title="row.help"'])
-            html.Td("{{ row.unit }}", classes="mt-unit")
-    html.Div(
-        "{{ metrics_note }}", classes="text-caption text-medium-emphasis mb-2", raw_attrs=['data-testid="metrics-note"']
-    )
-    download = "utils.download(download_name_{kind}, trigger('{trigger}'), 'application/octet-stream')"
-    with html.Div(classes="d-flex ga-2"):
-        v3.VBtn(
-            "NIfTI",
-            prepend_icon="mdi-download",
-            variant="tonal",
-            disabled=("!has_result",),
-            click=download.format(kind="nifti", trigger=server.trigger_name(callbacks.download_nifti)),
-            raw_attrs=['data-testid="download-nifti"'],
-        )
-        v3.VBtn(
-            "DICOM (zip)",
-            prepend_icon="mdi-download",
-            variant="tonal",
-            v_if=("result_is_ct",),
-            disabled=("!has_result",),
-            click=download.format(kind="dicom", trigger=server.trigger_name(callbacks.download_dicom)),
-            raw_attrs=['data-testid="download-dicom"'],
-        )
+        html.Div("{{ model_card.title }}", classes="font-weight-bold", raw_attrs=['data-testid="model-card-title"'])
+        html.Div("{{ model_card.domain }}", v_if=("model_card.domain",))
+        html.Div("{{ model_card.input }}", v_if=("model_card.input",))
+        with html.Details(v_if=("model_card.use || model_card.limitations",), classes="mt-1"):
+            html.Summary("Intended use and limitations")
+            html.Div("Intended use: {{ model_card.use }}", v_if=("model_card.use",), classes="mt-1")
+            html.Div(
+                "Limitations: {{ model_card.limitations }}",
+                v_if=("model_card.limitations",),
+                classes="mt-1",
+                raw_attrs=['data-testid="model-card-limitations"'],
+            )
 
 
 def build_page(server: Server, initialize_views: Callable[[VAppLayout], None], callbacks: PageCallbacks) -> VAppLayout:
@@ -303,7 +292,7 @@ def build_page(server: Server, initialize_views: Callable[[VAppLayout], None], c
     """
     with VAppLayout(server, full_height=True) as layout:
         layout.root.theme = "dark"
-        client.Style(CSS)
+        client.Style(CSS + VIEW_CSS + RESULTS_CSS)
         with v3.VAppBar(density="compact", color="surface", border="b"):
             v3.VAppBarTitle("MedTrans · medical image translation")
             v3.VSpacer()
@@ -313,14 +302,28 @@ def build_page(server: Server, initialize_views: Callable[[VAppLayout], None], c
                 variant="tonal",
                 size="small",
                 prepend_icon="mdi-alert-outline",
-                classes="mr-3",
+                classes="mr-2 text-truncate",
+                style="max-width: 40vw",
+                title=SYNTHETIC_NOTICE,
             )
-        with v3.VNavigationDrawer(permanent=True, width=340), html.Div(classes="pa-4 mt-panel"):
+            v3.VBtn(
+                "Results",
+                prepend_icon=("results_open ? 'mdi-chevron-right' : 'mdi-chart-box-outline'",),
+                variant=("results_open ? 'text' : 'tonal'",),
+                color=("baseline_losses.length ? 'error' : (has_result ? 'success' : '')",),
+                click="results_open = !results_open",
+                classes="mr-2",
+                raw_attrs=['data-testid="results-toggle"'],
+            )
+        with v3.VNavigationDrawer(permanent=True, width=300), html.Div(classes="pa-3 mt-panel"):
             _input_section(server, callbacks)
-            _translation_section(callbacks)
-            _display_section(callbacks)
-        with v3.VNavigationDrawer(permanent=True, width=300, location="right"), html.Div(classes="pa-4 mt-panel"):
-            _results_section(server, callbacks)
+            _translation_section(server, callbacks)
+            display_section(callbacks.reset_views)
+        with (
+            v3.VNavigationDrawer(v_model=("results_open",), permanent=True, width=380, location="right"),
+            html.Div(classes="pa-3 mt-panel", raw_attrs=['data-testid="results-panel"']),
+        ):
+            results_section(server, callbacks.download_nifti, callbacks.download_dicom)
         with v3.VMain(), html.Div(style="height: 100%; display: flex;"):
             initialize_views(layout)
     return layout

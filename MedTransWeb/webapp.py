@@ -1,17 +1,15 @@
 """``MedTransWebApp``: the page's server side, trame-slicer views on an MRML scene and the Slicer module's logic.
 
-Every action runs on the server's event loop; inference runs in a background process started by
-``MedTransLogic.translateAsync`` and is polled from the loop, so the page stays live and Cancel works.
+Every action runs on the server's event loop. This module loads volumes (the demo phantom, uploads, added
+sources); :mod:`.guard_rails` keeps the state coherent and asks the logic before a run; :mod:`.translation` runs,
+cancels and shows the result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import tempfile
-import time
-from collections.abc import Callable
 
 import SimpleITK as sitk
 from trame.app import TrameApp
@@ -19,42 +17,24 @@ from trame_server import Server
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.core import SlicerApp
 
-from MedTransCore.errors import MedTransError
 from MedTransCore.modalities import get_modality
 
 from . import presenting
-from .downloads import download_names, synthetic_file
+from .guard_rails import ORIGIN_DEMO, ORIGIN_UPLOAD, GuardRailsMixin, guess_reference_modality
 from .rendering import configure_headless_rendering, is_software_renderer, opengl_renderer
-from .slicer_logic import MedTransLogic, guessModality, results, volumes
+from .reporting import logger, reported
+from .slicer_logic import MedTransLogic, guessModality, volumes
+from .translation import TranslationMixin
 from .ui import PageCallbacks, build_page
 from .uploads import UploadLimits, read_upload
 from .views import ComparisonViews, ShownVolume
 
-logger = logging.getLogger("MedTransWeb")
-POLL_SECONDS = 0.1
+__all__ = ["DEMO", "MedTransWebApp", "logger"]
 # The demo: the head phantom of the core; CBCT -> CT first, any other modality on demand.
 DEMO = {"anatomy": "head", "seed": 0, "shape": (64, 64, 64), "spacing": (3.0, 3.0, 3.0)}
-RESULT_NODES = ("syntheticNode", "differenceNode", "uncertaintyNode", "metricsTableNode", "transformNode")
 
 
-def reported(handler: Callable) -> Callable:
-    """Run a page action so that any failure becomes an ``error: ...`` status line, never a dead server."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: MedTransWebApp, *args, **kwargs):
-        try:
-            return await handler(self, *args, **kwargs)
-        except MedTransError as error:
-            self.report_error(str(error))
-        except Exception as error:  # noqa: BLE001 - a bug must not take the server down: log it, show it
-            logger.exception("unexpected failure in %s", handler.__name__)
-            self.report_error(f"unexpected {type(error).__name__}: {error}")
-        return None
-
-    return wrapper
-
-
-class MedTransWebApp(TrameApp):
+class MedTransWebApp(GuardRailsMixin, TranslationMixin, TrameApp):
     """One page: load a volume (and other sequences of the same patient), translate it, compare, download.
 
     Args:
@@ -81,19 +61,31 @@ class MedTransWebApp(TrameApp):
         self.views = ComparisonViews(self.slicer, self.server, software_rendering=software_rendering)
         self.nodes: dict[str, object] = {}  # "source", "reference" -> volume node
         self.modalities: dict[str, str] = {}  # "source", "reference" -> modality key of that node
+        self.origin: dict[str, str] = {}  # "source", "reference" -> ORIGIN_DEMO or ORIGIN_UPLOAD
+        self.names: dict[str, str] = {}  # "source", "reference" -> the volume's name
+        self.sizes: dict[str, str] = {}  # "source", "reference" -> "name · size · spacing"
         self.extras: dict[int, object] = {}  # id of an added source -> its volume node (state.extra_sources: the rest)
         self._next_extra = 1
         self.demo: dict[str, str] | None = None  # role -> phantom modality while the demo is shown
+        self.reference_named = False  # the reference's name or description gave its modality
+        self.reference_explicit = False  # the user chose the reference's modality
+        self.reference_checked: tuple[str, ...] = ()  # the overlap check's warnings for the reference
+        self.reference_for: str | None = None  # the source the reference was loaded for
+        self.reference_was_changed = False  # the reference changed after the result was compared with it
         self.outputs = None  # TranslationOutputs of the last successful run
         self.run = None  # TranslationRun in flight
+        self.translate_clicked = 0.0  # time.monotonic() of the last Translate
         self._chunks: dict[str, list[dict]] = {"source": [], "reference": [], "extra": []}
         self._tasks: set[asyncio.Task] = set()
         self.state.update(presenting.initial_state(self.limits.max_bytes))
         callbacks = PageCallbacks(
             load_demo=self.load_demo,
+            confirm_demo=self.confirm_demo,
             upload_chunk=self.upload_chunk,
             set_extra_modality=self.set_extra_modality,
             remove_extra_source=self.remove_extra_source,
+            set_reference_modality=self.set_reference_modality,
+            remove_reference=self.remove_reference,
             translate_or_cancel=self.translate_or_cancel,
             download_nifti=functools.partial(self.download, dicom=False),
             download_dicom=functools.partial(self.download, dicom=True),
@@ -101,12 +93,13 @@ class MedTransWebApp(TrameApp):
         )
         self.ui = build_page(self.server, self.views.layout_manager.initialize_layout_grid, callbacks)
         self.state.change("source_modality", "target_modality")(self._on_pair_changed)
+        self.state.change("model")(lambda **_: self.request_preflight())
         self.state.change("window_preset")(lambda window_preset, **_: self.views.apply_window(window_preset))
-        self.state.change("show_difference")(self._on_difference_toggled)
+        self.state.change("show_difference")(lambda **_: self._on_difference_toggled())
         self.state.change("show_3d")(self._on_threed_toggled)
         self._on_pair_changed(self.state.source_modality, self.state.target_modality)
 
-    # -- state helpers -----------------------------------------------------------------------------------
+    # -- state helpers -----------------------------------------------------------------------------------------
 
     def report_error(self, message: str) -> None:
         with self.state:
@@ -129,7 +122,7 @@ class MedTransWebApp(TrameApp):
             self.state.source_modality,
             self.state.target_modality,
             has_source="source" in self.nodes,
-            reference_modality=self.modalities.get("reference"),
+            reference_modality=self.modalities.get("reference") if "reference" in self.nodes else None,
             settings=outputs.settings if outputs is not None else None,
             difference_span=span,
         )
@@ -140,14 +133,18 @@ class MedTransWebApp(TrameApp):
         self.state.model_items = presenting.model_items(bundles)
         if self.state.model not in [item["value"] for item in self.state.model_items]:
             self.state.model = presenting.AUTO_MODEL
-        if not bundles and not self.state.running:
-            self.state.status = f"no installed model translates {source_modality} to {target_modality}"
+        if "source" in self.nodes and self.modalities.get("source") != source_modality:
+            self.modalities["source"] = source_modality  # the user's word for what the source is
+            self.show_volume("source")
+            self.update_info("source")
+        self.follow_target(target_modality)
         self._refresh_captions()
         self._follow_demo(source_modality, target_modality)
+        self.request_preflight()
 
-    def _on_difference_toggled(self, show_difference: bool, **_) -> None:
+    def _on_difference_toggled(self) -> None:
         if self.outputs is not None:
-            self.views.set_difference(self.outputs.syntheticNode, self.outputs.differenceNode, bool(show_difference))
+            self._show_difference()
             self._refresh_captions()
 
     def _on_threed_toggled(self, show_3d: bool, **_) -> None:
@@ -158,28 +155,59 @@ class MedTransWebApp(TrameApp):
         is_ct = get_modality(outputs.settings["target_modality"]).is_ct
         self.views.set_threed(bool(show_3d), outputs.syntheticNode, is_ct)
 
-    # -- loading -----------------------------------------------------------------------------------------
+    # -- loading -----------------------------------------------------------------------------------------------
 
-    def _add_volume(
-        self, role: str, image: sitk.Image, name: str, modality: str, metadata: dict[str, str] | None = None
-    ) -> None:
-        """Replace the ``role`` volume by ``image`` and show it (a new source also clears the old result)."""
+    def _add_volume(self, role: str, image: sitk.Image, name: str, modality: str, metadata=None, node=None) -> None:
+        """Replace the ``role`` volume by ``image`` (or its ready ``node``) and show it, centred."""
         if role == "source":
-            self._clear_result()
+            self.clear_result()
         self._remove_node(self.nodes.pop(role, None))
+        if node is None:
+            node = self._make_node(image, name, metadata)
+        self.nodes[role], self.modalities[role] = node, modality
+        self.names[role], self.sizes[role] = name, presenting.volume_size(name, image)
+        self.show_volume(role, recentre=True)
+        self.update_info(role)
+        if role == "source":
+            self.state.update({"source_modality": modality, "has_source": True})
+        else:
+            self.state.update({"has_reference": True, "reference_modality": modality, "reference_note": ""})
+        self._refresh_captions()
+        self.request_preflight()
+
+    def _make_node(self, image: sitk.Image, name: str, metadata=None):
         array = sitk.GetArrayFromImage(image)
         node = volumes.addVolumeNode(self.slicer.scene, array, volumes.ijkToRasFromImage(image), name)
         volumes.markPhantom(node, metadata if metadata is not None else image)
-        self.nodes[role], self.modalities[role] = node, modality
-        self.views.show(role, ShownVolume.of(node, modality, array), self.state.window_preset)
-        label = f"{role.capitalize()} ({presenting.modality_word(modality)})"
-        self.state[f"{role}_info"] = presenting.volume_info(label, name, image)
-        if role == "source":
-            self.state.update({"source_modality": modality, "has_source": True})
-        self._refresh_captions()
+        return node
+
+    def show_volume(self, role: str, recentre: bool = False) -> None:
+        """(Re)show the ``role`` volume in its view with its modality's window (and centre the views on it)."""
+        node = self.nodes[role]
+        shown = ShownVolume.of(node, self.modalities[role], volumes.arrayFromVolume(node))
+        if recentre:
+            self.views.show(role, shown, self.state.window_preset)
+        else:
+            self.views.track(role, shown, self.state.window_preset)
+
+    def update_info(self, role: str) -> None:
+        label = f"{role.capitalize()} ({presenting.modality_word(self.modalities[role])})"
+        self.state[f"{role}_info"] = f"{label}: {self.sizes[role]}"
 
     def load_demo(self) -> None:
+        """The demo phantom; over a result, the page asks first (``confirm_demo``)."""
+        if self.state.running:
+            return
+        if self.outputs is not None:
+            self.state.confirm_demo = True
+            return
         self._spawn(self._load_demo({"source": "CBCT", "reference": "CT"}))
+
+    def confirm_demo(self, confirmed: bool) -> None:
+        self.state.confirm_demo = False
+        if confirmed and not self.state.running:
+            self.clear_result()
+            self._spawn(self._load_demo({"source": "CBCT", "reference": "CT"}))
 
     @reported
     async def _load_demo(self, modalities: dict[str, str]) -> None:
@@ -194,9 +222,15 @@ class MedTransWebApp(TrameApp):
             self.demo = {**(self.demo or {}), **modalities}
             for role, modality in modalities.items():
                 name = f"Demo head phantom {presenting.modality_word(modality)}"
+                self.origin[role] = ORIGIN_DEMO
                 self._add_volume(role, case.images[modality], name, modality)
+                if role == "reference":
+                    self.reference_named, self.reference_explicit, self.reference_checked = True, False, ()
+                    self.reference_for = "the demo"
+                    self.reference_changed()
             if "reference" in modalities:
                 self.state.target_modality = modalities["reference"]
+            self.refresh_reference_warnings()
             self.state.status = "ready: demo phantom loaded; press Translate"
 
     def _follow_demo(self, source_modality: str, target_modality: str) -> None:
@@ -204,7 +238,7 @@ class MedTransWebApp(TrameApp):
         if self.demo is None or self.state.running:
             return
         wanted = {"source": source_modality, "reference": target_modality}
-        changed = {role: key for role, key in wanted.items() if self.demo.get(role) != key}
+        changed = {role: key for role, key in wanted.items() if role in self.demo and self.demo[role] != key}
         if changed:
             self.demo.update(changed)  # at once: the state change this causes must not load it twice
             self._spawn(self._load_demo(changed))
@@ -227,29 +261,53 @@ class MedTransWebApp(TrameApp):
         finally:
             with self.state:
                 self.state.uploading = ""
-        if role == "reference":
-            modality = self.state.target_modality  # the acquired scan of the target modality
-        else:
-            description = f"{upload.name} {upload.info.series_description or ''}"
-            array = sitk.GetArrayViewFromImage(upload.image)
-            modality = guessModality(description, upload.info.dicom_modality, array) or self.state.source_modality
-        if role == "extra":
-            with self.state:
-                self._add_extra_source(upload, modality)
-            return
+        description = f"{upload.name} {upload.info.series_description or ''}"
+        array = sitk.GetArrayViewFromImage(upload.image)
         with self.state:
-            self.demo = None
-            self._add_volume(role, upload.image, upload.name, modality, upload.info.metadata)
-            self.state.status = f"ready: {upload.name} loaded as the {role} ({presenting.modality_word(modality)})"
+            if role == "reference":
+                self._add_reference(upload, description, array)
+            elif role == "extra":
+                guess = guessModality(description, upload.info.dicom_modality, array)
+                self._add_extra_source(upload, guess)
+            else:
+                modality = guessModality(description, upload.info.dicom_modality, array) or self.state.source_modality
+                self._add_source(upload, modality)
 
-    # -- additional sources (other sequences of the same patient, for models that take several) ----------
+    def _add_source(self, upload, modality: str) -> None:
+        previous = self.names.get("source")
+        if self.demo is not None:
+            self.demo.pop("source", None)
+        self.origin["source"] = ORIGIN_UPLOAD
+        self._add_volume("source", upload.image, upload.name, modality, upload.info.metadata)
+        self.source_replaced(upload.name, previous)
+        self.state.status = f"ready: {upload.name} loaded as the source ({presenting.modality_word(modality)})"
+
+    def _add_reference(self, upload, description: str, array) -> None:
+        """A reference is checked against the source before it replaces the old one: no overlap, no load."""
+        target = self.state.target_modality
+        modality, named = guess_reference_modality(description, upload.info.dicom_modality, array, target)
+        node = self._make_node(upload.image, upload.name, upload.info.metadata)
+        refusal, warnings = self.check_reference(node)
+        if refusal:
+            self._remove_node(node)
+            self.report_error(f"{refusal} (the reference was not loaded)")
+            return
+        if self.demo is not None:
+            self.demo.pop("reference", None)
+        self.origin["reference"] = ORIGIN_UPLOAD
+        self.reference_named, self.reference_explicit, self.reference_checked = named, False, tuple(warnings)
+        self.reference_for = self.names.get("source")
+        self._add_volume("reference", upload.image, upload.name, modality, node=node)
+        self.refresh_reference_warnings()
+        self.reference_changed()
+        self.state.status = f"ready: {upload.name} loaded as the reference ({presenting.modality_word(modality)})"
+
+    # -- additional sources (other sequences of the same patient, for models that take several) --------------
 
     def _add_extra_source(self, upload, guess: str | None) -> None:
         taken = {self.state.source_modality, *(e["modality"] for e in self.state.extra_sources)}
         modality = presenting.extra_source_modality(guess, taken, self.state.target_modality)
-        array = sitk.GetArrayFromImage(upload.image)
-        node = volumes.addVolumeNode(self.slicer.scene, array, volumes.ijkToRasFromImage(upload.image), upload.name)
-        volumes.markPhantom(node, upload.info.metadata)
+        node = self._make_node(upload.image, upload.name, upload.info.metadata)
         extra_id, self._next_extra = self._next_extra, self._next_extra + 1
         self.extras[extra_id] = node
         info = presenting.volume_size(upload.name, upload.image)
@@ -257,151 +315,22 @@ class MedTransWebApp(TrameApp):
         self.state.extra_sources = [*self.state.extra_sources, entry]
         word = presenting.modality_word(modality)
         self.state.status = f"ready: {upload.name} added as an additional source ({word})"
+        self.request_preflight()
 
     def set_extra_modality(self, extra_id: int, modality: str) -> None:
         presenting.modality_word(modality)  # a known key
         self.state.extra_sources = [
             {**e, "modality": modality} if e["id"] == extra_id else e for e in self.state.extra_sources
         ]
+        self.request_preflight()
 
     def remove_extra_source(self, extra_id: int) -> None:
         if self.state.running:
             return
         self._remove_node(self.extras.pop(extra_id, None))
         self.state.extra_sources = [e for e in self.state.extra_sources if e["id"] != extra_id]
+        self.request_preflight()
 
     def _extra_source_rows(self) -> list[tuple[str, object]]:
         """``(modality, node)`` of every added source, in the order added (the logic refuses bad rows)."""
         return [(e["modality"], self.extras[e["id"]]) for e in self.state.extra_sources if e["id"] in self.extras]
-
-    # -- translation -------------------------------------------------------------------------------------
-
-    def translate_or_cancel(self) -> None:
-        if self.run is not None:
-            self.run.cancel()
-        elif "source" not in self.nodes:
-            self.report_error("load a volume first (demo phantom or upload)")
-        elif not self.state.running:
-            self.state.running = True  # at once: a second click must not start a second run
-            self._spawn(self._translate())
-
-    @reported
-    async def _translate(self) -> None:
-        model = None if self.state.model == presenting.AUTO_MODEL else self.state.model
-        target = self.state.target_modality
-        reference, notes = self.nodes.get("reference"), []
-        if reference is not None and self.modalities["reference"] != target:
-            reference = None
-            notes.append(
-                f"The reference is a {presenting.modality_word(self.modalities['reference'])}, not a "
-                f"{presenting.modality_word(target)}: no difference map or metrics."
-            )
-        with self.state:
-            self._clear_result()
-            self.state.update({"progress": 0.0, "status": "starting", "warnings": notes})
-        started = time.monotonic()
-        try:
-            self.run = self.logic.translateAsync(
-                self.nodes["source"],
-                self.state.source_modality,
-                target,
-                model=model,
-                referenceNode=reference,
-                progress=self._on_progress,
-                extraSources=self._extra_source_rows(),
-            )
-            while True:
-                with self.state:
-                    if self.run.poll():
-                        break
-                await asyncio.sleep(POLL_SECONDS)
-            with self.state:
-                self._on_run_ended(self.run, time.monotonic() - started, reference)
-        finally:
-            self.run = None
-            with self.state:
-                self.state.running = False
-
-    def _on_progress(self, fraction: float, message: str) -> None:
-        self.state.progress = fraction
-        self.state.status = f"running {100 * fraction:.0f}% · {message}"
-
-    def _on_run_ended(self, run, seconds: float, reference) -> None:
-        if run.state == "cancelled":
-            self.state.update({"status": "cancelled: nothing was added", "progress": 0.0})
-            return
-        if run.state == "failed":
-            error = run.error
-            message = str(error) if isinstance(error, MedTransError) else f"{type(error).__name__}: {error}"
-            self.state.update({"status": f"error: {message}", "progress": 0.0})
-            return
-        self.outputs = outputs = run.outputs
-        settings = outputs.settings
-        target = settings["target_modality"]
-        self._show_result(outputs, reference)
-        names = download_names(settings)
-        self.state.update(
-            {
-                "has_result": True,
-                "has_difference": outputs.differenceNode is not None,
-                "result_is_ct": get_modality(target).is_ct,
-                "warnings": [*self.state.warnings, *outputs.warnings],
-                "result_summary": presenting.result_summary(settings),
-                "limitations": outputs.limitations,
-                "download_name_nifti": names["nifti"],
-                "download_name_dicom": names["dicom"],
-                "status": f"done in {seconds:.1f} s · synthetic {target} by {settings['model']} on {settings['device']}",
-            }
-        )
-
-    def _show_result(self, outputs, reference) -> None:
-        """The logic lays the result out (source | synthetic + difference | reference); then captions, windows."""
-        target = outputs.settings["target_modality"]
-        self.logic.showResults(outputs, self.nodes["source"], reference)
-        self.views.set_difference(outputs.syntheticNode, outputs.differenceNode, bool(self.state.show_difference))
-        array = volumes.arrayFromVolume(outputs.syntheticNode)
-        self.views.track("synthetic", ShownVolume.of(outputs.syntheticNode, target, array), self.state.window_preset)
-        if outputs.metricsTableNode is not None:
-            metrics = results.metricsFromTable(outputs.metricsTableNode)
-            self.state.metrics = presenting.metric_rows(metrics, target)
-            self.state.metrics_note = (
-                f"Synthetic vs acquired {presenting.modality_word(target)} inside the body (reference body mask)."
-            )
-        else:
-            self.state.metrics_note = "No reference volume: upload one to compute metrics."
-        if self.state.show_3d:
-            self._on_threed_toggled(True)
-        self._refresh_captions()
-
-    def _clear_result(self) -> None:
-        if self.outputs is not None:
-            self.views.show("synthetic", None)
-            self.views.set_threed(bool(self.state.show_3d), None)
-            for name in RESULT_NODES:
-                self._remove_node(getattr(self.outputs, name))
-        self.outputs = None
-        self.state.update({**presenting.empty_result(), "progress": 0.0})
-        self._refresh_captions()
-
-    def _remove_node(self, node) -> None:
-        if node is None:
-            return
-        if hasattr(node, "GetNumberOfDisplayNodes"):
-            for display in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]:
-                self.slicer.scene.RemoveNode(display)
-        self.slicer.scene.RemoveNode(node)
-
-    @reported
-    async def download(self, *, dicom: bool):
-        """The synthetic volume for the browser's download (NIfTI, or a zipped DICOM series for CT)."""
-        if self.outputs is None:
-            raise MedTransError("translate first: there is no synthetic volume to download")
-        image = volumes.imageFromVolume(self.outputs.syntheticNode)
-        content = await asyncio.to_thread(synthetic_file, image, self.outputs.settings, dicom=dicom)
-        return self.server.protocol.addAttachment(content)
-
-    def shutdown(self) -> None:
-        """Cancel a translation in flight (its process tree is killed) and remove the app's temporary files."""
-        if self.run is not None:
-            self.run.cancel()
-        self.slicer.io_manager.cache_dir.cleanup()

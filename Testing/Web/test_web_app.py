@@ -112,13 +112,21 @@ def shown_metrics(page: Page) -> dict[str, tuple[float, str]]:
     return shown
 
 
+def load_demo(page: Page) -> None:
+    """Load the demo phantom; over a result the page asks first, and this answers yes."""
+    had_result = page.get_by_test_id("download-nifti").is_enabled()
+    page.get_by_test_id("load-demo").click()
+    if had_result:
+        page.get_by_test_id("demo-dialog-confirm").click()
+    wait_for_status(page, "ready: demo phantom loaded")
+
+
 def test_the_server_listens_on_loopback_and_prints_its_url(web_server):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", web_server.url)
 
 
 def test_the_demo_translation_shows_labelled_views_and_the_cores_metrics(page, artifacts, tmp_path):
-    page.get_by_test_id("load-demo").click()
-    wait_for_status(page, "ready: demo phantom loaded")
+    load_demo(page)
     expect(page.get_by_test_id("source-modality")).to_contain_text("(CBCT)")
     expect(page.get_by_test_id("target-modality")).to_contain_text("(CT)")
     wait_until_rendered(page, "source")
@@ -172,7 +180,7 @@ def test_the_demo_translation_shows_labelled_views_and_the_cores_metrics(page, a
     assert "SYNTHETIC" in reader.GetMetaData("0008|0008")  # ImageType
 
     before = view_image(page, "source").evaluate(MEAN_BRIGHTNESS_JS)
-    choose(page, "window-preset", "Bone (W 1800 / L 400)")
+    choose(page, "window-preset", "Bone (CT) · W 1800 / L 400")
     wait_for_image(page, "source", MEAN_BRIGHTNESS_JS, lambda mean: mean < 0.8 * before, "the darker bone window")
     choose(page, "window-preset", "Modality default")
 
@@ -184,8 +192,7 @@ def test_the_demo_translation_shows_labelled_views_and_the_cores_metrics(page, a
 
 
 def test_the_demo_follows_the_chosen_modalities_any_to_any(page):
-    page.get_by_test_id("load-demo").click()
-    wait_for_status(page, "ready: demo phantom loaded")
+    load_demo(page)
     choose(page, "target-modality", "MR T2-FLAIR (MR_FLAIR)")
     expect(page.get_by_test_id("view-title-reference")).to_have_text("REFERENCE · MR FLAIR (acquired)")
     choose(page, "source-modality", "MR T1-weighted (MR_T1)")
@@ -197,8 +204,7 @@ def test_the_demo_follows_the_chosen_modalities_any_to_any(page):
 
 
 def test_cancel_stops_a_running_translation_and_adds_nothing(page):
-    page.get_by_test_id("load-demo").click()
-    wait_for_status(page, "ready: demo phantom loaded")
+    load_demo(page)
     button = page.get_by_test_id("translate-button")
     button.click()
     expect(button).to_have_text(re.compile("Cancel", re.IGNORECASE))

@@ -92,7 +92,9 @@ def test_a_source_modality_given_twice_is_refused_with_a_message(page):
     page.get_by_role("option", name="MR_T1", exact=True).click()
     expect(added(page).nth(0)).to_have_attribute("data-modality", "MR_T1")
 
-    assert translate(page).startswith("error: MR_T1 is given twice")
+    # Refused before any run: the refusal says why, and Translate stays off.
+    expect(page.get_by_test_id("refusal")).to_contain_text("MR_T1 is given twice as a source")
+    expect(page.get_by_test_id("translate-button")).to_be_disabled()
     expect(page.get_by_test_id("download-nifti")).to_be_disabled()
 
     added(page).nth(0).get_by_test_id("extra-source-modality").click()
@@ -100,12 +102,12 @@ def test_a_source_modality_given_twice_is_refused_with_a_message(page):
     expect(added(page).nth(0)).to_have_attribute("data-modality", "MR_FLAIR")
 
 
-def test_translating_with_an_added_source_hands_it_to_the_model(page):
-    """Needs the core's several-source translation (issue 15): a single-source model names both sources it got."""
+def test_a_single_source_model_is_refused_for_an_added_source_before_any_run(page):
+    """The logic's preflight names both sources the single-source model would get; Translate stays off."""
     choose(page, "target-modality", "MR T2-weighted (MR_T2)")
     choose(page, "model", "identity · identity")
-    status = translate(page)
-    assert re.match(r"error: .*identity.*MR_T1( \+|,) MR_FLAIR", status), status  # the core names both sources
+    expect(page.get_by_test_id("refusal")).to_contain_text(re.compile(r"identity.*MR_T1( \+|,) MR_FLAIR"))
+    expect(page.get_by_test_id("translate-button")).to_be_disabled()
     expect(page.get_by_test_id("download-nifti")).to_be_disabled()
     expect(page.get_by_test_id("limitations")).to_have_count(0)
 
