@@ -134,13 +134,9 @@ def page(request, browser, web_server):
 
     When the test fails, the end of the server's output is added to the report.
     """
-    context = browser.new_context(viewport={"width": 1600, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(web_server.url)
-    page.get_by_test_id("status").wait_for()
-    yield page
-    context.close()
+    from .browsing import open_page  # here: browsing imports the tests' helpers, which import this module
+
+    yield from open_page(browser, web_server, (1600, 900))
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
         noise = ("WindowResizeEvent", "ConfigureEvent", "vtkObject.cxx")
