@@ -65,11 +65,11 @@ def test_batch_keeps_going_past_a_bad_case_and_resumes(tmp_path, capsys):
         {
             "case": "good",
             "input": "good.nrrd",
-            "source_modality": "CT",
+            "source_modality": "CBCT",
             "target_modality": "CT",
             "reference": "good.nrrd",
         },
-        {"case": "bad", "input": "bad.nii.gz", "source_modality": "CT", "target_modality": "CT", "reference": ""},
+        {"case": "bad", "input": "bad.nii.gz", "source_modality": "CBCT", "target_modality": "CT", "reference": ""},
     ]
     with open(manifest, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=rows[0])

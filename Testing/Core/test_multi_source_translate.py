@@ -217,17 +217,19 @@ def test_an_output_masked_to_the_source_is_exactly_zero_outside_its_non_zero_reg
 def test_a_bundle_orientation_feeds_the_model_that_orientation_and_returns_the_result_on_the_source_geometry(
     tmp_path, mean_family
 ):
-    bundle = tiny_bundle(tmp_path / "lps", pairs=(("MR_T1", "MR_T1"),), orientation="LPS")
+    bundle = tiny_bundle(tmp_path / "lps", pairs=(("MR_T1", "MR_T2"),), orientation="LPS")
     # Permuted and flipped axes (RAS-like, slices along y): a proper rotation, anisotropic spacing.
     direction = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
     assert np.isclose(np.linalg.det(np.reshape(direction, (3, 3))), 1.0)
     image = brain(size=(20, 16, 12), spacing=(1.0, 1.5, 2.0), direction=direction)
-    result = translate_image(image, "MR_T1", "MR_T1", model=bundle.path, device="cpu")
+    result = translate_image(image, "MR_T1", "MR_T2", model=bundle.path, device="cpu")
     assert result.image.GetSize() == image.GetSize()
     assert result.image.GetSpacing() == image.GetSpacing()
     assert result.image.GetOrigin() == image.GetOrigin()
     assert result.image.GetDirection() == image.GetDirection()
-    np.testing.assert_allclose(sitk.GetArrayFromImage(result.image), sitk.GetArrayFromImage(image), atol=1e-3)
+    # The target's own intensity scale differs (T1 -> T2), the voxel arrangement must not.
+    out, source = sitk.GetArrayFromImage(result.image).ravel(), sitk.GetArrayFromImage(image).ravel()
+    assert np.corrcoef(out, source)[0, 1] > 0.999
     (window,) = mean_family.seen
     lps = sitk.DICOMOrient(image, "LPS")
     assert window.shape[2:] == lps.GetSize()[::-1] != image.GetSize()[::-1]
@@ -237,8 +239,8 @@ def test_a_bundle_orientation_feeds_the_model_that_orientation_and_returns_the_r
 
 
 def test_a_bundle_without_orientation_sees_the_file_axes_unchanged(tmp_path, mean_family):
-    bundle = tiny_bundle(tmp_path / "plain", pairs=(("MR_T1", "MR_T1"),))
+    bundle = tiny_bundle(tmp_path / "plain", pairs=(("MR_T1", "MR_T2"),))
     direction = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
     image = brain(size=(20, 16, 12), direction=direction)
-    translate_image(image, "MR_T1", "MR_T1", model=bundle.path, device="cpu")
+    translate_image(image, "MR_T1", "MR_T2", model=bundle.path, device="cpu")
     assert mean_family.seen[0].shape[2:] == image.GetSize()[::-1]

@@ -105,6 +105,21 @@ def test_slice_items_hold_every_sequence_with_context_and_the_missing_ones_as_ba
     assert item["mask"].sum() > 0
 
 
+def test_balancing_by_pairs_visits_a_case_with_more_sequences_as_often_as_the_pairs_it_teaches(tmp_path):
+    write_simple_cases(tmp_path / "cases", count=1, size=20, names=("t1", "t2", "pd"))
+    write_simple_cases(tmp_path / "two", count=1, size=20, names=("t1", "t2"))
+    (tmp_path / "two" / "case0").rename(tmp_path / "cases" / "case1")
+    config = slice_config(tmp_path / "cases")
+    by_case = {}
+    for balance in ("cases", "pairs"):
+        train, _ = build_datasets({**config["data"], "balance": balance})
+        by_case[balance] = [train.cases[i]["case"] for i in train.index]
+    assert [by_case["cases"].count(c) for c in ("case0", "case1")] == [4, 4]  # repeats
+    assert [by_case["pairs"].count(c) for c in ("case0", "case1")] == [4 * 6, 4 * 2]  # 3 * 2 and 2 * 1 pairs
+    with pytest.raises(Exception, match="data.balance"):
+        build_datasets({**config["data"], "balance": "subjects"})
+
+
 def test_sequence_dropout_keeps_at_least_one_input_and_one_target():
     stage = SliceUNetStage(slice_config("unused"), "cpu")
     available = torch.tensor([[True, True, True]] * 64 + [[True, False, True]] * 64)
@@ -184,7 +199,7 @@ def test_crossval_trains_one_model_per_held_out_subject_scores_it_through_the_pi
     train_main([*args, "--folds", "case1", "--partial"])  # a summary of the folds scored so far
     partial = json.loads((out / "crossval.json").read_text())
     assert partial["subjects"] == ["case0", "case1"] and partial["not_held_out"] == ["case2"]
-    assert "not held out" in readme.read_text()
+    assert "not held out" in readme.read_text(encoding="utf-8")
     train_main(args)  # resumes: case0 and case1 are not trained again
     summary = json.loads((out / "crossval.json").read_text())
     assert summary["subjects"] == ["case0", "case1", "case2"] and summary["not_held_out"] == []
@@ -193,7 +208,7 @@ def test_crossval_trains_one_model_per_held_out_subject_scores_it_through_the_pi
     assert set(entry["methods"]) == {"model", "identity", "histogram_matching"}
     assert len(summary["rows"]) == 3 * 9 * 3
     assert "fold case0: scored" in capsys.readouterr().err
-    assert "| T1 + PD → T2 | 3 |" in readme.read_text() and (tmp_path / "f.png").stat().st_size > 10_000
+    assert "| T1 + PD → T2 | 3 |" in readme.read_text(encoding="utf-8") and (tmp_path / "f.png").stat().st_size > 10_000
     # Every fold model was trained without its held-out subject.
     fold = json.loads((out / "fold-case1" / "config.json").read_text())
     assert fold["data"]["test_cases"] == ["case1"]
