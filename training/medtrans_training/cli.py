@@ -108,7 +108,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     write_report(rows, args.out, title=f"{bundle.name} on {args.data}")
-    print(Path(args.out).read_text(), end="")
+    print(Path(args.out).read_text(encoding="utf-8"), end="")
 
 
 def _crossval(args: argparse.Namespace, argv: list[str]) -> None:
@@ -134,14 +134,14 @@ def _crossval(args: argparse.Namespace, argv: list[str]) -> None:
     written = []
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(table)
+        Path(args.table).write_text(table, encoding="utf-8")
         written.append(args.table)
     if args.figure:
         written.append(str(crossval_figure(summary, out, Path(args.figure))))
     if args.readme:
         readme = Path(args.readme)
         try:
-            readme.write_text(replace_block(readme.read_text(), name, table))
+            readme.write_text(replace_block(readme.read_text(encoding="utf-8"), name, table), encoding="utf-8")
         except ValueError as exc:
             raise InputError(f"{readme}: {exc}") from None
         written.append(args.readme)

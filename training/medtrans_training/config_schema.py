@@ -89,6 +89,7 @@ def _data() -> dict[str, Any]:
             "sampling",
             "context",
             "normalisation",
+            "balance",
         ),  # fmt: skip
         "phantom": _leaves("anatomy", "shape", "spacing", "train_seeds", "val_seeds", "test_seeds"),
         "augment": _augment,

@@ -153,6 +153,6 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, title: str = "") -
         raise BundleError("nothing was evaluated: no held-out case has an image pair the model supports")
     summary = summarise(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown_table(summary, title))
+    out.write_text(markdown_table(summary, title), encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(json_safe({"summary": summary, "rows": rows}), indent=2) + "\n")
     return summary

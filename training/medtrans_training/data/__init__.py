@@ -24,6 +24,7 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       sampling: patches            # or slices: axial slice stacks (data.slices), patch = [x, y] in-plane
       context: 1                   # sampling: slices: neighbouring slices on each side
       normalisation: brain_percentiles   # sampling: slices: MR scheme (MedTransCore.modalities.MR_SCHEMES)
+      balance: pairs               # sampling: slices: visits per case ∝ its ordered sequence pairs (default: cases)
 """
 
 from __future__ import annotations
@@ -220,7 +221,14 @@ def _slice_datasets(data: dict[str, Any], *, seed: int, cache_workers: int) -> t
     train_items = [{"case": c, "load": load} for c, load in case_loaders(data, "train")]
     if not train_items:
         raise InputError("the data config yields no training case")
-    train = slice_stack_dataset(train_items, flip_prob=flip, repeats=data.get("repeats", 1), seed=seed, **common)
+    train = slice_stack_dataset(
+        train_items,
+        flip_prob=flip,
+        repeats=data.get("repeats", 1),
+        balance=data.get("balance", "cases"),
+        seed=seed,
+        **common,
+    )
     val_items = [{"case": c, "load": load} for c, load in case_loaders(data, "val")]
     val = None
     if val_items:

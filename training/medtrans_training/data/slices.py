@@ -20,15 +20,17 @@ from typing import Any
 
 import torch
 from monai.data import CacheDataset
-from monai.transforms import Compose, Randomizable, Transform
+from monai.transforms import Randomizable, Transform
 
 from MedTransCore.errors import InputError
 from MedTransCore.modalities import MR_SCHEMES
 
-from .dataset import BACKGROUND, LoadCased, RepeatDataset
+from .dataset import BACKGROUND, LoadCased
 
 # A slice is drawn only when at least this many of its voxels are in the body mask.
 MIN_BODY_VOXELS = 64
+#: ``data.balance``: how often each case is visited per epoch (see :class:`SliceStacks`).
+BALANCES = ("cases", "pairs")
 
 
 class RandSliceStackd(Randomizable, Transform):
@@ -75,6 +77,39 @@ class RandSliceStackd(Randomizable, Transform):
         return {"case": item["case"], "images": images, "available": available, "mask": crop_mask}
 
 
+class SliceStacks(torch.utils.data.Dataset):
+    """Random slice stacks of cached cases, each case visited ``repeats * weight`` times per epoch.
+
+    Args:
+        cases: the cached, prepared cases (:class:`~.dataset.LoadCased` outputs).
+        transform: the random slice-stack draw.
+        repeats: visits of a case of weight 1 per epoch.
+        balance: ``"cases"``: every case weight 1; ``"pairs"``: a case's weight is its number of ordered
+            (input, output) sequence pairs, ``n (n - 1)`` for ``n`` sequences, so a case with all four sequences
+            (12 pairs) is drawn six times as often as one with two. Every pair a case teaches then gets the same
+            share of the training, instead of the most common sequences (FLAIR and T1c of the many two-sequence
+            cases) taking most steps while the rarer T1 <-> T2 pairs go under-trained.
+    """
+
+    def __init__(self, cases: CacheDataset, transform: RandSliceStackd, repeats: int, balance: str) -> None:
+        if balance not in BALANCES:
+            raise InputError(f"data.balance must be one of {list(BALANCES)}, got {balance!r}")
+        self.cases, self.transform = cases, transform
+        sizes = [len(cases[i]["images"]) for i in range(len(cases))]
+        weights = [1 if balance == "cases" else max(n * (n - 1), 1) for n in sizes]
+        self.index = [i for i, w in enumerate(weights) for _ in range(max(int(repeats), 1) * w)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random draws' stream (fixed validation slices)."""
+        self.transform.set_random_state(seed=seed)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.transform(self.cases[self.index[index]])
+
+
 def slice_stack_dataset(
     items: list[dict[str, Any]],
     *,
@@ -84,10 +119,11 @@ def slice_stack_dataset(
     patch: list[int] | None,
     flip_prob: float = 0.5,
     repeats: int = 1,
+    balance: str = "cases",
     cache_workers: int = 1,
     seed: int = 0,
     scheme: str = MR_SCHEMES[0],
-) -> RepeatDataset:
+) -> SliceStacks:
     """A cached dataset of random slice stacks.
 
     Args:
@@ -98,6 +134,7 @@ def slice_stack_dataset(
         patch: in-plane crop ``(x, y)`` voxels, or ``None`` for whole slices.
         flip_prob: left-right flip probability (0 for validation).
         repeats: visits of each case per epoch (a case has ~150 slices: use large values).
+        balance: ``"cases"`` or ``"pairs"`` (see :class:`SliceStacks`).
         cache_workers: threads that load cases into the cache.
         seed: seed of the random draws.
         scheme: MR normalisation (``data.normalisation``, :func:`MedTransCore.modalities.normalisation_params`).
@@ -107,9 +144,14 @@ def slice_stack_dataset(
     if not isinstance(context, int) or context < 0:
         raise InputError(f"data.context must be a non-negative int, got {context!r}")
     patch_yx = None if patch is None else (int(patch[1]), int(patch[0]))
-    transform = Compose([LoadCased(spacing, scheme), RandSliceStackd(modalities, context, patch_yx, flip_prob)])
-    transform.set_random_state(seed=seed)
+    draw = RandSliceStackd(modalities, context, patch_yx, flip_prob)
+    draw.set_random_state(seed=seed)
     cached = CacheDataset(
-        items, transform=transform, cache_rate=1.0, num_workers=cache_workers, progress=False, copy_cache=False
+        items,
+        transform=LoadCased(spacing, scheme),
+        cache_rate=1.0,
+        num_workers=cache_workers,
+        progress=False,
+        copy_cache=False,
     )
-    return RepeatDataset(cached, repeats)
+    return SliceStacks(cached, draw, repeats, balance)
