@@ -297,7 +297,18 @@ def test_an_interrupt_while_the_uncertainty_map_is_written_leaves_neither_output
     assert tree(tmp_path) == ["in.nii.gz"]
 
 
-def test_an_interrupt_while_outputs_are_moved_into_place_undoes_them_all(tmp_path, source, capsys, monkeypatch):
+@pytest.fixture
+def sigint_delivered():
+    """Ctrl+C as a terminal delivers it, even when the test run was started with SIGINT ignored (nohup, a
+    background job): the CLI rightly keeps an inherited "ignore", so the test sets Python's default handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_while_outputs_are_moved_into_place_undoes_them_all(
+    tmp_path, source, capsys, monkeypatch, sigint_delivered
+):
     fake_translation(monkeypatch)
     (tmp_path / "sct.nii.gz").write_text("previous")
     real_replace = os.replace
@@ -346,7 +357,13 @@ main(sys.argv[1:])
 def test_a_second_interrupt_during_the_clean_up_does_not_stop_it(tmp_path, source):
     args = translate_args(source, tmp_path / "sct.nii.gz", "--uncertainty", tmp_path / "std.nii.gz", "--samples", "2")
     proc = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_RUN, *map(str, args)], capture_output=True, encoding="utf-8", timeout=300
+        [sys.executable, "-c", INTERRUPTED_RUN, *map(str, args)],
+        capture_output=True,
+        encoding="utf-8",
+        timeout=300,
+        # Ctrl+C reaches the run even when this test run was started with SIGINT ignored (nohup, &), which a child
+        # would inherit, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip() == "error: interrupted"

@@ -92,12 +92,24 @@ def test_every_slice_view_names_its_directions_slice_and_position_and_zoom_is_li
     screenshots(page, artifacts, "views_annotations_zoom")
 
 
+def settled_width(page) -> float:
+    """The source view's width once two readings 0.3 s apart agree (layout transitions have ended)."""
+    previous = -1.0
+    for _ in range(40):
+        current = view(page, "source").bounding_box()["width"]
+        if current == previous:
+            return current
+        previous = current
+        page.wait_for_timeout(300)
+    return previous
+
+
 def test_the_results_panel_collapses_so_the_views_grow_at_1366x768(page, artifacts):
     panel, toggle = page.get_by_test_id("results-panel"), page.get_by_test_id("results-toggle")
     if not panel.evaluate("e => e.getBoundingClientRect().left < window.innerWidth"):  # closed: no result now
         toggle.click()
     expect(panel).to_be_in_viewport()
-    width = view(page, "source").bounding_box()["width"]
+    width = settled_width(page)  # the drawer slides in: measure once the views stopped shrinking
     toggle.click()
     expect(panel).not_to_be_in_viewport()
     grown = f"() => document.querySelector('.layout-grid-item').getBoundingClientRect().width > {width + 80}"
