@@ -241,6 +241,28 @@ def _worse(model: float, baseline: float, higherIsBetter: bool, margin: float) -
     return model > baseline + margin
 
 
+def baselineMetrics(
+    source: np.ndarray, reference: np.ndarray, mask: np.ndarray, modality: str
+) -> dict[str, dict[str, float]]:
+    """The metrics of the baselines against the same reference in the same mask (as ``medtrans demo`` shows).
+
+    ``source as is``: the source's own intensities. ``histogram matching``: the source's in-mask quantiles mapped
+    onto the reference's in-mask quantiles (the bar a learned model has to clear on this very case).
+
+    Args:
+        source, reference: ``(Z, Y, X)`` intensities on one grid; mask: ``(Z, Y, X)`` bool, where to score.
+        modality: the target's registry key (units, per-tissue rows).
+    """
+    from MedTransCore.metrics import compute_metrics  # needs scipy: imported once the dependencies are installed
+    from MedTransCore.quantiles import match_quantiles, volume_quantiles
+
+    matched = match_quantiles(source, volume_quantiles(source, mask), volume_quantiles(reference, mask))
+    return {
+        SOURCE_AS_IS: compute_metrics(source, reference, modality, mask=mask),
+        HISTOGRAM_MATCHING: compute_metrics(matched.astype(np.float32), reference, modality, mask=mask),
+    }
+
+
 def baselineWarnings(metrics: dict[str, float], baselines: dict[str, dict[str, float]], modality: str) -> list[str]:
     """One warning per baseline the model loses to on this case, with the numbers.
 

@@ -330,25 +330,13 @@ class TranslationRun:
         return computed
 
     def _baselineMetrics(self, reference: np.ndarray, mask: np.ndarray) -> dict[str, dict[str, float]]:
-        """The metrics of the baselines against the same reference in the same mask (as ``medtrans demo`` shows).
-
-        ``source as is``: the source's own intensities. ``histogram matching``: the source's in-mask quantiles mapped
-        onto the reference's in-mask quantiles (the bar a learned model has to clear on this very case).
-        """
-        from MedTransCore.metrics import compute_metrics
-        from MedTransCore.quantiles import match_quantiles, volume_quantiles
-
+        """:func:`~MedTransSlicerLib.results.baselineMetrics` of the run's source (a stage of its own)."""
         self._stage = (
             self._share + 0.95 * (1 - self._share),
             "scoring the baselines (source as is, histogram matching)",
         )
-        target = self.request.targetModality
         source = sitk.GetArrayFromImage(sitk.Cast(self.request.sourceImage, sitk.sitkFloat32))
-        matched = match_quantiles(source, volume_quantiles(source, mask), volume_quantiles(reference, mask))
-        return {
-            results.SOURCE_AS_IS: compute_metrics(source, reference, target, mask=mask),
-            results.HISTOGRAM_MATCHING: compute_metrics(matched.astype(np.float32), reference, target, mask=mask),
-        }
+        return results.baselineMetrics(source, reference, mask, self.request.targetModality)
 
     def _referenceOnSourceGrid(self, computed: _Computed) -> tuple[np.ndarray, np.ndarray | None]:
         """The reference resampled onto the synthetic grid (aligned if asked) and its field-of-view mask."""
