@@ -249,3 +249,17 @@ def test_the_bundle_trained_on_every_subject_lists_only_what_the_folds_earned(su
     assert bundle.metadata["training"]["train_cases"] == ["case0", "case1", "case2"]
     assert bundle.metadata["output_mask"] == "source_nonzero" and bundle.metadata["grid"] is None
     assert bundle.metadata["normalisation"]["mr_scheme"] == "brain_percentiles"
+
+
+def test_each_loader_worker_draws_its_own_slices_and_crops(tmp_path):
+    from medtrans_training.trainer import Trainer
+
+    root = write_simple_cases(tmp_path / "cases", count=1, size=20, names=("t1", "t2"))
+    config = slice_config(root, batch_size=1, num_workers=2)
+    config["data"]["repeats"] = 64
+    trainer = Trainer(config, tmp_path / "run", device="cpu", command="test")
+    trainer._setup()
+    batches = iter(trainer.loader)
+    items = [next(batches)["images"] for _ in range(4)]  # workers take turns: 0, 1, 0, 1
+    # One case only, so without per-worker seeds both workers would draw the same slices, crops and flips.
+    assert not (torch.equal(items[0], items[1]) and torch.equal(items[2], items[3]))

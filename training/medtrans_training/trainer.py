@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data.utils import worker_init_fn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -146,8 +147,15 @@ class Trainer:
             sampler = RandomSampler(self.train_set, generator=torch.Generator().manual_seed(data_seed))
         self.sampler = sampler
         workers = int(self.train_cfg["num_workers"])
+        # MONAI's worker_init_fn reseeds the dataset's random transforms in each worker: without it every worker
+        # starts from the same random state and draws the same slices and crops.
         self.loader = DataLoader(
-            self.train_set, batch_size=batch, sampler=sampler, num_workers=workers, persistent_workers=workers > 0
+            self.train_set,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=worker_init_fn,
         )
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
