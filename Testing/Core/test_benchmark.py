@@ -103,3 +103,30 @@ def test_the_table_reports_a_missed_memory_target_and_by_how_much():
     row |= {"device": "cpu", "seconds": 60.0, "peak_memory_mb": 5000.0, "memory_delta_mb": 4000.0}
     row |= {"target_memory_mb": 4096.0, "target_met": False, "target_missed_by_mb": 904.0}
     assert "m at 256x256x160 on cpu: 5000 MB peak (target 4096 MB): MISSED by 904 MB" in format_table([row])
+
+
+def test_a_skull_stripped_benchmark_phantom_is_zero_outside_its_brain_and_its_mask_is_the_brain(tmp_path):
+    import SimpleITK as sitk
+
+    from MedTransCore.benchmark import _Phantoms
+
+    phantoms = _Phantoms(tmp_path)
+    whole = phantoms.get((24, 24, 16), (3.0, 3.0, 3.0), ("MR_T1", "MR_T2"))
+    stripped = phantoms.get((24, 24, 16), (3.0, 3.0, 3.0), ("MR_T1", "MR_T2"), skull_stripped=True)
+    assert whole["source"] != stripped["source"]
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(stripped["mask"]))) > 0
+    body = sitk.GetArrayFromImage(sitk.ReadImage(str(whole["mask"]))) > 0
+    assert 0 < brain.sum() < body.sum()
+    for role in ("source", "reference"):
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(stripped[role])))
+        assert (image[~brain] == 0).all() and (image[brain] != 0).any()
+        assert (sitk.GetArrayFromImage(sitk.ReadImage(str(whole[role])))[body & ~brain] != 0).any()
+
+
+def test_the_table_gives_the_warm_time_beside_the_first_translation_and_judges_the_first():
+    row = {"kind": "speed", "family": "slice_unet", "model": "m", "pair": "MR_T1->MR_T2", "grid": "240x240x155"}
+    row |= {"steps": None, "device": "cpu", "seconds": 11.0, "warm_seconds": 5.0, "peak_memory_mb": 900.0}
+    row |= {"memory_delta_mb": 500.0, "target_seconds": 10.0, "target_met": False, "target_missed_by_s": 1.0}
+    table = format_table([row])
+    assert "m at 240x240x155 on cpu: 11.0 s, 5.0 s warm (target 10 s): MISSED by 1.0 s" in table
+    assert "| warm_seconds |" in table and "| 11.0 | 5.000 |" in table
