@@ -82,7 +82,7 @@ def crossval_figure(summary: dict[str, Any], out: Path, path: Path, *, max_rows:
         label = key.replace("MR_", "").replace("->", " → ")
         axes[row, 0].set_ylabel(f"{label}\n{case}\n{'listed' if listed else 'not listed'}", fontsize=7)
     fig.suptitle("Leave-one-subject-out: each row a held-out subject (synthetic labelled SYNTHETIC)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title above the headers
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
