@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYRADPLAN_VERSION := 0.5.0
 # Debian packages: chromium for the browser tests, Mesa's EGL/OSMesa for off-screen VTK rendering.
 APT_PACKAGES := chromium libegl1 libegl-mesa0 libgl1-mesa-dri libglu1-mesa libxrender1 libxt6
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -15,7 +16,9 @@ $(STAMP): pyproject.toml training/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned to the CPU build in pyproject.toml (a bare `torch` would pull a multi-GB CUDA build).
-	$(BIN)/python -m pip install -q -e ".[web,test]" -e ./training
+	$(BIN)/python -m pip install -q -e ".[web,test,dose]" -e ./training
+	# pyRadPlan without its declared dependencies: the `dose` extra lists the ones it uses (pyproject.toml says why).
+	$(BIN)/python -m pip install -q --no-deps pyRadPlan==$(PYRADPLAN_VERSION)
 	@touch $(STAMP)
 
 system-deps:

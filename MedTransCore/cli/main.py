@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import MedTransError
-from . import batch, demo, evaluate, extensions, info, phantom, translate
+from . import batch, demo, dose, evaluate, extensions, info, phantom, translate
 
 # extensions last: front ends (e.g. `medtrans web`) registered as entry points, never imported by name.
-COMMANDS = (translate, evaluate, demo, batch, phantom, info, extensions)
+COMMANDS = (translate, evaluate, demo, batch, phantom, dose, info, extensions)
 
 
 def build_parser() -> argparse.ArgumentParser:
