@@ -9,12 +9,14 @@ from ..errors import InputError
 from .options import add_overwrite_option, positive_float
 from .outputs import file_output, image_output, plan_outputs
 
-#: What ``--out`` receives (see :data:`MedTransCore.dose.report.FILES`; kept here so the command starts fast).
+#: What ``--out`` receives, by key (as :data:`MedTransCore.dose.report.FILES`; kept here so the command starts fast).
+FILE_KEYS = ("ct_dose", "sct_dose", "difference", "gamma", "structures", "report", "json")
 OUTPUT_FILES = (
     "ct_dose.nii.gz",
     "sct_dose.nii.gz",
     "dose_difference.nii.gz",
     "gamma_2pct_2mm.nii.gz",
+    "structures.nii.gz",
     "dose_report.png",
     "dose.json",
 )
@@ -50,6 +52,12 @@ def add_parser(sub) -> None:
         "--dose-grid", type=positive_float, default=3.0, metavar="MM", help="dose calculation grid (default 3 mm)"
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--progress-format",
+        choices=("bar", "lines"),
+        default="bar",
+        help="lines: PROGRESS/RESULT lines on stdout for front ends (the RESULT json is dose.json's content)",
+    )
     add_overwrite_option(p)
     p.set_defaults(run=run)
 
@@ -92,29 +100,33 @@ def run(args: argparse.Namespace) -> int:
     sct, _ = read_image(args.sct)
     target = read_mask(args.target) if args.target else None
     oars = {name: read_mask(path) for name, path in oar_paths.items()}
-    progress = ProgressPrinter("bar", description="dose check")
-    check = run_dose_check(
-        ct,
-        sct,
-        target=target,
-        target_centre_mm=tuple(args.target_centre) if args.target_centre else None,
-        oars=oars,
-        settings=settings,
-        progress=progress,
-    )
-    progress(1.0, "writing")
-    with StagedOutputs() as staged:
-        staging = staged.files(folder, OUTPUT_FILES)
-        write_dose_outputs(check, staging)
+    progress = ProgressPrinter(args.progress_format, description="dose check")
+    try:
+        check = run_dose_check(
+            ct,
+            sct,
+            target=target,
+            target_centre_mm=tuple(args.target_centre) if args.target_centre else None,
+            oars=oars,
+            settings=settings,
+            progress=progress,
+        )
+        progress(0.99, "writing the results")
+        with StagedOutputs() as staged:
+            staging = staged.files(folder, OUTPUT_FILES)
+            write_dose_outputs(check, staging)
+    finally:
+        progress.close()
     summary = check.summary()
+    progress.result({**summary, "files": {key: str(folder / name) for key, name in zip(FILE_KEYS, OUTPUT_FILES)}})
+    if args.progress_format == "lines":
+        return 0
     if check.pair.test_plan:
         print("TEST PLAN: a spherical target placed by MedTrans (give --target for a real one)")
     if check.pair.grid_note:
         print(f"the sCT was resampled onto the CT's grid ({check.pair.grid_note})")
-    print(
-        "gamma pass rate (global, 10 % low-dose threshold): "
-        + ", ".join(f"{k} {v:.1f} %" for k, v in summary["gamma_pass_rate"].items())
-    )
+    rates = ", ".join(f"{k} {v:.1f} %" for k, v in summary["gamma_pass_rate"].items())
+    print(f"gamma pass rate (global, 10 % low-dose threshold): {rates}")
     for structure, metrics in summary["dvh"].items():
         cells = ", ".join(f"{m} {v['ct']:.2f}/{v['sct']:.2f} ({v['difference']:+.2f})" for m, v in metrics.items())
         print(f"{structure} (Gy, CT/sCT): {cells}")

@@ -40,6 +40,10 @@ class DoseCheck:
     pass_rates: dict[str, float]
     dvh: dict[str, dict[str, dict[str, float]]]
 
+    def structure_labels(self) -> dict[str, int]:
+        """``{structure: label}`` of ``structures.nii.gz``: 1, 2, ... in the order of ``pair.structures``."""
+        return {name: index + 1 for index, name in enumerate(self.pair.structures)}
+
     def summary(self) -> dict:
         """The JSON report: pass rates (%), DVH metrics (Gy), the plan and how it was computed."""
         pair, settings = self.pair, self.pair.settings
@@ -78,6 +82,7 @@ class DoseCheck:
                 "structures": list(pair.structures),
                 "optimised_on": "CT; the same fluence recomputed on the synthetic CT",
             },
+            "structure_labels": self.structure_labels(),
             "sct_grid": pair.grid_note or "same grid as the CT",
             "seconds": pair.seconds,
             "synthetic": "sct_dose is a dose computed on a SYNTHETIC CT",

@@ -20,6 +20,7 @@ FILES = {
     "sct_dose": "sct_dose.nii.gz",
     "difference": "dose_difference.nii.gz",
     "gamma": "gamma_2pct_2mm.nii.gz",
+    "structures": "structures.nii.gz",
     "report": "dose_report.png",
     "json": "dose.json",
 }
@@ -47,11 +48,30 @@ def write_dose_outputs(check: DoseCheck, folder: Path, *, outputs: StagedOutputs
         paths[key] = write_image(
             image, folder / FILES[key], overwrite=True, metadata=metadata, synthetic=synthetic, outputs=outputs
         )
+    paths["structures"] = write_image(
+        structure_labels(check),
+        folder / FILES["structures"],
+        overwrite=True,
+        metadata={"descrip": "MedTrans dose check structures (labels in dose.json)"},
+        synthetic=False,
+        outputs=outputs,
+    )
     paths["report"] = folder / FILES["report"]
     dose_figure(check).savefig(paths["report"], dpi=110)
     paths["json"] = folder / FILES["json"]
     paths["json"].write_text(json.dumps(check.summary(), indent=1), encoding="utf-8")
     return paths
+
+
+def structure_labels(check: DoseCheck) -> sitk.Image:
+    """The structures as one uint8 label map on the CT grid (labels as in ``dose.json``'s ``structure_labels``);
+    where structures overlap, the earlier one (the target first) keeps the voxel."""
+    labels = np.zeros(sitk.GetArrayViewFromImage(check.pair.ct_dose).shape, dtype=np.uint8)
+    for name, label in reversed(list(check.structure_labels().items())):
+        labels[sitk.GetArrayViewFromImage(check.pair.structures[name]) > 0] = label
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(check.pair.ct_dose)
+    return image
 
 
 def dose_figure(check: DoseCheck) -> Figure:

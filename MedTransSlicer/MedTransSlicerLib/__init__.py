@@ -39,6 +39,7 @@ makeCoreImportable()  # a source checkout ("Add module path" in Slicer) is not p
 from MedTransCore.errors import MedTransError  # noqa: E402
 from MedTransCore.modalities import MODALITIES  # noqa: E402
 
+from .dose import DoseOutputs, DoseRun  # noqa: E402
 from .guess import guessModality, guessModalityOfNode  # noqa: E402
 from .logic import MedTransLogic  # noqa: E402
 from .preflight import Preflight  # noqa: E402
@@ -50,6 +51,8 @@ from .signals import Signal  # noqa: E402
 MODALITY_KEYS = list(MODALITIES)
 
 __all__ = [
+    "DoseOutputs",
+    "DoseRun",
     "MODALITY_KEYS",
     "MedTransError",
     "MedTransLogic",

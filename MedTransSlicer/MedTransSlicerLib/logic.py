@@ -12,6 +12,7 @@ from MedTransCore.errors import InputError, MedTransError
 from MedTransCore.modalities import get_modality
 
 from . import guess, layout, preflight, volumes
+from .dose import DoseOutputs, DoseRun, doseRequest
 from .preflight import Preflight
 from .process import ProcessRunner, SubprocessRunner, childEnvironment, defaultPythonExecutable, translateCommand
 from .run import SOURCE_FILE, RunRequest, TranslationOutputs, TranslationRun, extraSourceFile
@@ -231,6 +232,56 @@ class MedTransLogic:
         for modality in (*sourceModalities, targetModality):
             get_modality(modality)
         return None if model is None else str(find_bundle(model).path)
+
+    # -- dose check of a synthetic CT -------------------------------------------------------------------
+
+    def doseCheck(self, ctNode, sctNode, targetNode=None, oarNodes=None, **options) -> DoseOutputs:
+        """Plan on ``ctNode``, recompute on ``sctNode`` and compare, waiting for the result (the work runs in a
+        background process); arguments as :meth:`doseCheckAsync`."""
+        return self.doseCheckAsync(ctNode, sctNode, targetNode, oarNodes, **options).wait()
+
+    def doseCheckAsync(
+        self,
+        ctNode,
+        sctNode,
+        targetNode=None,
+        oarNodes: Mapping[str, object] | None = None,
+        *,
+        beams: int = 7,
+        prescription: float = 60.0,
+        doseGrid: float = 3.0,
+        targetRadius: float = 20.0,
+        progress: Progress | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> DoseRun:
+        """Start a dose check (``medtrans dose`` in a background process) and return at once; poll it like a
+        translation run.
+
+        Args:
+            ctNode: the real CT (HU); every result is on its grid.
+            sctNode: the synthetic CT (HU), e.g. a translation's result; resampled onto the CT's grid.
+            targetNode: target label map; ``None`` places a spherical test target at the body's centre (a test plan).
+            oarNodes: ``{name: label map}`` organs at risk.
+            beams, prescription, doseGrid, targetRadius: the plan (see ``medtrans dose --help``).
+            progress: called with ``(fraction, message)``.
+            cancel: polled while running; True kills the process.
+
+        Raises:
+            MedTransError: bad inputs, before anything starts (see :func:`~MedTransSlicerLib.dose.doseRequest`).
+        """
+        try:
+            request = doseRequest(
+                ctNode, sctNode, targetNode, dict(oarNodes or {}), beams=beams, prescription=prescription,
+                doseGrid=doseGrid, targetRadius=targetRadius, python=self.pythonExecutable,
+            )  # fmt: skip
+        except MedTransError as error:
+            self.errorOccurred.emit(str(error))
+            raise
+        run = DoseRun(self.scene, request, self.runnerFactory(), cancel=cancel)
+        if progress is not None:
+            run.progressed.connect(progress)
+        run.failed.connect(self.errorOccurred.emit)
+        return run
 
     # -- guard rails before a run (front ends show these; they decide nothing themselves) -----------------
 

@@ -1,16 +1,11 @@
 """One translation in flight: export -> background CLI process -> comparison maths -> MRML result nodes.
 
-Only :meth:`TranslationRun.poll` touches the scene, so a front end polls it from its GUI thread (a QTimer in
-Slicer, the event loop in the browser) and the GUI never blocks: file export and the comparison maths run
-in worker threads, inference in a separate process.
+The process, threads, progress and cancellation are :class:`~MedTransSlicerLib.background.BackgroundRun`'s; this
+module says what a translation exports, runs, computes and adds to the scene.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from MedTransCore.errors import CancelledError, MedTransError
+from MedTransCore.errors import MedTransError
 from MedTransCore.modalities import display_window
 
 from . import results
-from .process import ProcessRunner, errorMessage, parseLine
-from .signals import Signal
+from .background import BackgroundRun
+from .process import ProcessRunner
 from .volumes import addVolumeNode
 
 # Share of the progress bar for the background process; the rest is comparison maths and node creation.
@@ -124,31 +119,15 @@ class _Computed:
     limitations: str = ""
 
 
-class _Task(threading.Thread):
-    """A daemon thread that keeps its function's result or exception and calls ``onEnd`` when it ends."""
+class TranslationRun(BackgroundRun):
+    """A cancellable translation; create it with ``MedTransLogic.translateAsync`` (see :class:`BackgroundRun`).
 
-    def __init__(self, function: Callable[[], object], onEnd: Callable[[_Task], None]) -> None:
-        super().__init__(daemon=True)
-        self._function, self._onEnd = function, onEnd
-        self.result, self.error, self.ended = None, None, False
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.result = self._function()
-        except Exception as exc:  # handed to the GUI thread by poll()
-            self.error = exc
-        finally:
-            self._onEnd(self)
-
-
-class TranslationRun:
-    """A cancellable translation; create it with ``MedTransLogic.translateAsync``.
-
-    Signals: ``progressed(fraction, message)``, ``finished(TranslationOutputs)``, ``failed(message)``,
-    ``cancelled()``. ``state`` is ``"exporting"``, ``"running"``, ``"finishing"``, ``"succeeded"``,
-    ``"failed"`` or ``"cancelled"``.
+    ``finished`` carries the :class:`TranslationOutputs`.
     """
+
+    what = "translation"
+    stageExport = STAGE_EXPORT
+    stageStart = STAGE_START
 
     def __init__(
         self,
@@ -157,135 +136,12 @@ class TranslationRun:
         runner: ProcessRunner,
         cancel: Callable[[], bool] | None = None,
     ) -> None:
-        self.progressed, self.finished, self.failed, self.cancelled = Signal(), Signal(), Signal(), Signal()
-        self.scene, self.request, self.runner, self._cancelRequested = scene, request, runner, cancel
-        self.state = "exporting"
-        self.outputs: TranslationOutputs | None = None
-        self.error: Exception | None = None
-        self.warnings: list[str] = []
-        self._payload: dict | None = None
-        self._stage = (0.0, STAGE_EXPORT)
-        self._reported: tuple[float, str] | None = None
-        self._share = PROCESS_SHARE_WITH_REFERENCE if request.referenceImage is not None else PROCESS_SHARE
-        self._folder = Path(tempfile.mkdtemp(prefix="medtrans-slicer-"))
-        # Guards the temporary folder: whoever sees both "run ended" and "no thread working" deletes it.
-        self._lock = threading.Lock()
-        self._task = _Task(self._export, self._onTaskEnd)
+        self.request = request  # before the export thread starts
+        share = PROCESS_SHARE_WITH_REFERENCE if request.referenceImage is not None else PROCESS_SHARE
+        super().__init__(scene, runner, cancel, share)
 
-    @property
-    def done(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
-
-    def poll(self) -> bool:
-        """Advance the run without blocking; call it from the GUI thread. Returns True once it has ended."""
-        if self.done:
-            return True
-        if self._cancelRequested is not None and self._cancelRequested():
-            self.cancel()
-            return True
-        try:
-            self._advance()
-        except Exception as exc:  # every failure ends the run and reaches the front end through `failed`
-            self._fail(exc)
-            return True
-        self._emitProgress()
-        if self.state == "succeeded":  # outside the try: a failing slot must not turn a success into a failure
-            self.finished.emit(self.outputs)
-        return self.done
-
-    def cancel(self) -> None:
-        """Kill the background process tree and end the run; the scene is left as it was."""
-        if self.done:
-            return
-        with self._lock:
-            self.state = "cancelled"
-        self.runner.kill()
-        self._cleanupIfIdle()
-        self.cancelled.emit()
-
-    def wait(self, timeout: float | None = None, interval: float = 0.05) -> TranslationOutputs:
-        """Poll until the run ends (blocking); return its outputs or raise its error.
-
-        Raises:
-            CancelledError: the run was cancelled (or ``timeout`` seconds passed, which cancels it).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.poll():
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                break
-            time.sleep(interval)
-        if self.state == "succeeded":
-            return self.outputs
-        if self.state == "failed":
-            raise self.error
-        raise CancelledError("the translation was cancelled")
-
-    # -- stages ------------------------------------------------------------------------------------------
-
-    def _advance(self) -> None:
-        if self.state == "exporting" and self._taskFinished():
-            self.runner.start(self.request.command(self._folder), env=self.request.environment)
-            self.state, self._stage = "running", (0.0, STAGE_START)
-        if self.state == "running":
-            for line in self.runner.readLines():
-                self._handleLine(line)
-            code = self.runner.returnCode()
-            if code is None:
-                return
-            if code != 0 or self._payload is None:
-                raise MedTransError(errorMessage(self.runner.errorText(), code))
-            self.state, self._stage = "finishing", (self._share, "reading the result")
-            self._task = _Task(self._compute, self._onTaskEnd)
-        if self.state == "finishing" and self._taskFinished():
-            computed = self._task.result
-            self._cleanup()
-            self.outputs = self._createNodes(computed)
-            self.state, self._stage = "succeeded", (1.0, "done")
-
-    def _taskFinished(self) -> bool:
-        if not self._task.ended:
-            return False
-        if self._task.error is not None:
-            raise self._task.error
-        return True
-
-    def _handleLine(self, line: str) -> None:
-        parsed = parseLine(line)
-        if parsed.kind == "progress":
-            self._stage = (parsed.fraction * self._share, parsed.text)
-        elif parsed.kind == "warning":
-            self.warnings.append(parsed.text)
-        elif parsed.kind == "result":
-            self._payload = parsed.payload
-
-    def _emitProgress(self) -> None:
-        if self._stage != self._reported and self.state != "cancelled":
-            self._reported = self._stage
-            self.progressed.emit(*self._stage)
-
-    def _fail(self, error: Exception) -> None:
-        with self._lock:
-            self.state, self.error = "failed", error
-        self.runner.kill()
-        self._cleanupIfIdle()
-        message = str(error) if isinstance(error, MedTransError) else f"{type(error).__name__}: {error}"
-        self.failed.emit(message)
-
-    def _cleanup(self) -> None:
-        shutil.rmtree(self._folder, ignore_errors=True)
-
-    def _cleanupIfIdle(self) -> None:
-        with self._lock:
-            if self._task.ended:
-                self._cleanup()
-
-    def _onTaskEnd(self, task: _Task) -> None:
-        # A run that ended while this thread worked could not delete the folder then: do it now.
-        with self._lock:
-            task.ended = True
-            if self.done:
-                self._cleanup()
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        return self.request.command(self._folder), self.request.environment
 
     def _export(self) -> None:
         sitk.WriteImage(self.request.sourceImage, str(self._folder / SOURCE_FILE))

@@ -25,6 +25,13 @@ def head():
     return generate_phantom("head", 11, SHAPE, SPACING, modalities=["CT", "CBCT"])
 
 
+def test_the_cli_names_the_files_the_report_writes():
+    from MedTransCore.cli.dose import FILE_KEYS, OUTPUT_FILES
+    from MedTransCore.dose.report import FILES
+
+    assert dict(zip(FILE_KEYS, OUTPUT_FILES)) == FILES
+
+
 def test_plan_settings_refuse_values_no_plan_can_use():
     for bad in ({"beams": 0}, {"prescription_gy": 0.0}, {"dose_grid_mm": 0.2}, {"target_radius_mm": -1.0}):
         with pytest.raises(InputError):
@@ -107,6 +114,8 @@ def test_the_cli_plans_a_head_phantom_recomputes_it_on_the_cbct_and_writes_gamma
     reader.ReadImageInformation()
     assert "SYNTHETIC" in reader.GetMetaData("descrip")
     assert (out / "dose_report.png").stat().st_size > 10_000
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "structures.nii.gz")))
+    assert summary["structure_labels"] == {"TARGET": 1, "BODY": 2} and set(np.unique(labels)) == {0, 1, 2}
     with pytest.raises(SystemExit) as refused:  # the outputs exist: refused without --overwrite, nothing recomputed
         main(argv)
     assert refused.value.code != 0 and "--overwrite" in capsys.readouterr().err
