@@ -286,11 +286,7 @@ def _markDose(node) -> None:
 
 
 def _findDoseColorNode(scene):
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
-        if node.GetAttribute(results.ROLE_ATTRIBUTE) == "dose":
-            return node
-    return None
+    return results.findColorNodeByRole(scene, "dose")
 
 
 def _doseColorNode(scene):

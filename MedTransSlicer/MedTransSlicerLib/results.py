@@ -129,13 +129,18 @@ def setWindowLevel(volumeNode, level: float, width: float, colorNodeID: str | No
         display.SetAndObserveColorNodeID(colorNodeID)
 
 
-def findDivergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode | None:
-    """The colour table made by :func:`divergingColorNode`, if the scene has it."""
+def findColorNodeByRole(scene: slicer.vtkMRMLScene, role: str) -> slicer.vtkMRMLColorTableNode | None:
+    """The colour table MedTrans made for ``role`` (its ``MedTrans.Role`` attribute), if the scene has it."""
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
-        if node.GetAttribute(ROLE_ATTRIBUTE) == "diverging":
+        if node.GetAttribute(ROLE_ATTRIBUTE) == role:
             return node
     return None
+
+
+def findDivergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode | None:
+    """The colour table made by :func:`divergingColorNode`, if the scene has it."""
+    return findColorNodeByRole(scene, "diverging")
 
 
 def divergingColorNode(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode:
