@@ -10,7 +10,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -24,6 +24,10 @@ from MedTransSlicerLib import MODALITY_KEYS, MedTransError, MedTransLogic, depen
 
 POLL_INTERVAL_MS = 100
 TRANSLATE_TOOLTIP = "Make the synthetic volume (runs in a background process; click again to cancel)"
+DOSE_TOOLTIP = "Plan on the CT, recompute on the synthetic CT, compare (gamma, DVH); click again to cancel"
+BUSY_TOOLTIP = "Another job is running: wait for it or cancel it"
+#: Translation targets whose result a dose check can use as a synthetic CT.
+CT_TARGETS = ("CT", "CT_ARTERIAL", "CT_VENOUS")
 
 
 class MedTransSlicer(ScriptedLoadableModule):
@@ -43,7 +47,10 @@ class MedTransSlicer(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MedTransSlicerParameterNode:
-    """GUI state, saved with the scene. ``model`` is "" for the best installed model, else a name or folder."""
+    """GUI state, saved with the scene. ``model`` is "" for the best installed model, else a name or folder.
+
+    The ``dose*`` fields are the dose check's: a plan on the CT recomputed on the synthetic CT (no target: a test plan).
+    """
 
     sourceVolume: vtkMRMLScalarVolumeNode
     sourceModality: Annotated[str, Choice(MODALITY_KEYS), Default("CBCT")]
@@ -55,6 +62,12 @@ class MedTransSlicerParameterNode:
     alignReference: bool
     uncertainty: bool
     seed: Annotated[int, WithinRange(0, 2**31 - 1), Default(0)]
+    doseCtVolume: vtkMRMLScalarVolumeNode
+    doseSyntheticVolume: vtkMRMLScalarVolumeNode
+    doseTargetVolume: vtkMRMLLabelMapVolumeNode
+    doseBeams: Annotated[int, WithinRange(1, 36), Default(7)]
+    dosePrescription: Annotated[float, WithinRange(1.0, 100.0), Default(60.0)]
+    doseGrid: Annotated[float, WithinRange(1.0, 10.0), Default(3.0)]
 
 
 class MedTransSlicerLogic(ScriptedLoadableModuleLogic):
@@ -77,13 +90,15 @@ class ExtraSourceRow:
 
 
 class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Binds the .ui to the parameter node and drives ``MedTransLogic.translateAsync`` with a QTimer."""
+    """Binds the .ui to the parameter node and drives ``MedTransLogic.translateAsync`` and ``doseCheckAsync`` with
+    a QTimer (one run at a time: ``self.run``, started by ``self.runKind``, "translate" or "dose")."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.run = None
+        self.runKind = None
         self._parameterNode = None
         self._connectionTag = None
         self.extraSourceRows: list[ExtraSourceRow] = []
@@ -105,6 +120,7 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.timeout.connect(self.onPoll)
 
         self.ui.translateButton.clicked.connect(self.onTranslateButton)
+        self.ui.doseButton.clicked.connect(self.onDoseButton)
         self.ui.browseModelButton.clicked.connect(self.onBrowseModel)
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.sourceSelector.currentNodeChanged.connect(self.onSourceChanged)
@@ -156,7 +172,8 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateGUI(self, caller=None, event=None):
         """Model list, the logic's preflight (model, input check, refusal) and button states.
 
-        The logic decides whether Translate may run and which model will; this only shows its answer.
+        The logic decides whether Translate may run and which model will; this only shows its answer. While a run
+        is going, only the button that started it is enabled, as "Cancel".
         """
         p = self._parameterNode
         if p is None:
@@ -165,10 +182,19 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.run is not None
         self.ui.alignReferenceCheckBox.enabled = p.referenceVolume is not None and not running
         self.ui.extraSourcesWidget.enabled = not running
-        self.ui.translateButton.text = "Cancel" if running else "Translate"
+        self.ui.translateButton.text = "Cancel" if self.runKind == "translate" else "Translate"
+        self.ui.doseButton.text = "Cancel" if self.runKind == "dose" else "Compute dose"
         if running:
-            self.ui.translateButton.enabled = True
+            for kind, button, tooltip in (
+                ("translate", self.ui.translateButton, TRANSLATE_TOOLTIP),
+                ("dose", self.ui.doseButton, DOSE_TOOLTIP),
+            ):
+                button.enabled = self.runKind == kind
+                button.toolTip = tooltip if self.runKind == kind else BUSY_TOOLTIP
             return
+        doseRefusal = self.doseRefusal()
+        self.ui.doseButton.enabled = not doseRefusal
+        self.ui.doseButton.toolTip = doseRefusal or DOSE_TOOLTIP
         check = self.currentPreflight()
         self.ui.translateButton.enabled = check.ok
         self.ui.translateButton.toolTip = check.refusal or TRANSLATE_TOOLTIP
@@ -179,6 +205,16 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif self._showsRefusal:
             self.ui.statusLabel.text = ""
         self._showsRefusal = not check.ok
+
+    def doseRefusal(self) -> str:
+        """Why Compute dose cannot run with the panel's choices ("" when it can); the logic checks the rest."""
+        p = self._parameterNode
+        ct, sct = p.doseCtVolume, p.doseSyntheticVolume
+        if ct is None or sct is None:
+            return "Choose the planning CT and the synthetic CT"
+        if ct.GetID() == sct.GetID():
+            return "The synthetic CT is the planning CT itself: choose the translation's result"
+        return ""
 
     def currentPreflight(self, fresh=False):
         """``logic.preflight`` of the panel's inputs, asked again only when one of them changed (or ``fresh``)."""
@@ -308,6 +344,33 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.run.finished.connect(lambda outputs: self.onFinished(outputs, source, reference))
         self.run.failed.connect(self.onFailed)
         self.run.cancelled.connect(lambda: self.ui.statusLabel.setText("Cancelled; nothing was added."))
+        self._startPolling("translate")
+
+    def onDoseButton(self):
+        if self.run is not None:
+            self.run.cancel()
+            return
+        if not self._ensureDependencies():
+            return
+        p = self._parameterNode
+        try:
+            self.run = self.logic.doseCheckAsync(
+                p.doseCtVolume, p.doseSyntheticVolume, p.doseTargetVolume, beams=p.doseBeams,
+                prescription=p.dosePrescription, doseGrid=p.doseGrid, progress=self.onProgress,
+            )  # fmt: skip
+        except MedTransError as error:
+            slicer.util.errorDisplay(str(error), windowTitle="MedTrans")
+            return
+        ct = p.doseCtVolume
+        self.run.finished.connect(lambda outputs: self.onDoseFinished(outputs, ct))
+        self.run.failed.connect(self.onDoseFailed)
+        self.run.cancelled.connect(self.onDoseCancelled)
+        self.ui.doseStatusLabel.text = ""
+        self._startPolling("dose")
+
+    def _startPolling(self, kind: str) -> None:
+        """Show the progress bar and poll ``self.run`` (started by the ``kind`` button) from the timer."""
+        self.runKind = kind
         self.ui.progressBar.value = 0
         self.ui.progressBar.show()
         self.timer.start()
@@ -332,17 +395,49 @@ class MedTransSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.run is not None and self.run.poll():
             self.timer.stop()
             self.run = None
+            self.runKind = None
             self.ui.progressBar.hide()
             self.updateGUI()
 
     def onProgress(self, fraction, message):
         self.ui.progressBar.value = int(round(100 * fraction))
         self.ui.statusLabel.text = message
+        if self.runKind == "dose":
+            self.ui.doseStatusLabel.text = message
 
     def onFinished(self, outputs, sourceNode, referenceNode):
         self.logic.showResults(outputs, sourceNode, referenceNode)
         layout.resetViewsInApplication()
         self.ui.statusLabel.text = outputs.statusText()  # includes the model's limitations and the warnings
+        if referenceNode is not None and outputs.settings.get("target_modality") in CT_TARGETS:
+            self._prefillDoseCheck(referenceNode, outputs.syntheticNode)
+
+    def _prefillDoseCheck(self, ctNode, syntheticNode) -> None:
+        """Offer a synthetic CT and its reference to the dose check, leaving the volumes already chosen there."""
+        p = self._parameterNode
+        if p is None:  # the module was left while the translation ran
+            p = MedTransSlicerLogic().getParameterNode()
+        if p.doseCtVolume is None:
+            p.doseCtVolume = ctNode
+        if p.doseSyntheticVolume is None:
+            p.doseSyntheticVolume = syntheticNode
+
+    def onDoseFinished(self, outputs, ctNode):
+        slicer.util.setSliceViewerLayers(background=ctNode, foreground=outputs.sctDoseNode, foregroundOpacity=0.5)
+        try:
+            slicer.modules.plots.logic().ShowChartInLayout(outputs.dvhChartNode)
+        except AttributeError:  # no Plots module (a custom application): the chart node is in the scene anyway
+            logging.info("MedTrans: the Plots module is not available; the DVH chart is not shown")
+        self.ui.doseStatusLabel.text = outputs.statusText()  # the pass rates, and whether it is a test plan
+        self.ui.statusLabel.text = "Dose check done (see the Dose check section)."
+
+    def onDoseFailed(self, message):
+        self.ui.doseStatusLabel.text = "Failed: " + message
+        self.onFailed(message)
+
+    def onDoseCancelled(self):
+        self.ui.doseStatusLabel.text = "Cancelled; nothing was added."
+        self.ui.statusLabel.text = "Dose check cancelled."
 
     def onFailed(self, message):
         self.ui.statusLabel.text = "Failed: " + message

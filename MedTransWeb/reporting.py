@@ -26,3 +26,8 @@ def reported(handler: Callable) -> Callable:
         return None
 
     return wrapper
+
+
+def error_text(error: BaseException | None) -> str:
+    """What the page says about a failed run: a MedTrans error's own message, else the exception's type too."""
+    return str(error) if isinstance(error, MedTransError) else f"{type(error).__name__}: {error}"

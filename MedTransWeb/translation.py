@@ -15,7 +15,7 @@ from MedTransCore.modalities import get_modality
 from . import presenting
 from .downloads import download_names, synthetic_file
 from .guard_rails import CANCEL_GRACE_S
-from .reporting import reported
+from .reporting import error_text, reported
 from .slicer_logic import results, volumes
 from .views import ShownVolume
 
@@ -90,9 +90,7 @@ class TranslationMixin:
             self.state.update({"status": "cancelled: nothing was added", "progress": 0.0})
             return
         if run.state == "failed":
-            error = run.error
-            message = str(error) if isinstance(error, MedTransError) else f"{type(error).__name__}: {error}"
-            self.state.update({"status": f"error: {message}", "progress": 0.0})
+            self.state.update({"status": f"error: {error_text(run.error)}", "progress": 0.0})
             return
         self.outputs = outputs = run.outputs
         self.reference_was_changed = False
@@ -148,6 +146,7 @@ class TranslationMixin:
 
     def clear_result(self) -> None:
         """Remove the synthetic volume and everything made with it; the page says there is no result."""
+        self.clear_dose()
         if self.outputs is not None:
             self.views.show("synthetic", None)
             self.views.set_threed(bool(self.state.show_3d), None)
@@ -166,6 +165,7 @@ class TranslationMixin:
         outputs = self.outputs
         if outputs is None:
             return
+        self.clear_dose()  # computed against the reference that is gone
         losses = set(self.state.baseline_losses)
         for name in COMPARISON_NODES:
             self._remove_node(getattr(outputs, name))
@@ -204,4 +204,6 @@ class TranslationMixin:
         """Cancel a translation in flight (its process tree is killed) and remove the app's temporary files."""
         if self.run is not None:
             self.run.cancel()
+        if self.dose_run is not None:
+            self.dose_run.cancel()
         self.slicer.io_manager.cache_dir.cleanup()

@@ -14,6 +14,8 @@ from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_server import Server
 
+from .ui_dose import CSS as DOSE_CSS
+from .ui_dose import dose_section
 from .ui_results import CSS as RESULTS_CSS
 from .ui_results import demo_dialog, display_section, results_section
 from .uploads import VOLUME_SUFFIXES
@@ -46,6 +48,7 @@ class PageCallbacks:
     set_reference_modality: Callable[[str], None]  # the user's choice of the reference's modality
     remove_reference: Callable[[], None]
     translate_or_cancel: Callable[[], None]
+    dose_or_cancel: Callable[[], None]
     download_nifti: Callable[[], object]
     download_dicom: Callable[[], object]
     reset_views: Callable[[], None]
@@ -292,7 +295,7 @@ def build_page(server: Server, initialize_views: Callable[[VAppLayout], None], c
     """
     with VAppLayout(server, full_height=True) as layout:
         layout.root.theme = "dark"
-        client.Style(CSS + VIEW_CSS + RESULTS_CSS)
+        client.Style(CSS + VIEW_CSS + RESULTS_CSS + DOSE_CSS)
         with v3.VAppBar(density="compact", color="surface", border="b"):
             v3.VAppBarTitle("MedTrans · medical image translation")
             v3.VSpacer()
@@ -324,6 +327,7 @@ def build_page(server: Server, initialize_views: Callable[[VAppLayout], None], c
             html.Div(classes="pa-3 mt-panel", raw_attrs=['data-testid="results-panel"']),
         ):
             results_section(server, callbacks.download_nifti, callbacks.download_dicom)
+            dose_section(callbacks.dose_or_cancel)
         with v3.VMain(), html.Div(style="height: 100%; display: flex;"):
             initialize_views(layout)
     return layout

@@ -20,6 +20,7 @@ from trame_slicer.core import SlicerApp
 from MedTransCore.modalities import get_modality
 
 from . import presenting
+from .dose_check import DoseMixin, initial_dose_state
 from .guard_rails import ORIGIN_DEMO, ORIGIN_UPLOAD, GuardRailsMixin, guess_reference_modality
 from .rendering import configure_headless_rendering, is_software_renderer, opengl_renderer
 from .reporting import logger, reported
@@ -34,7 +35,7 @@ __all__ = ["DEMO", "MedTransWebApp", "logger"]
 DEMO = {"anatomy": "head", "seed": 0, "shape": (64, 64, 64), "spacing": (3.0, 3.0, 3.0)}
 
 
-class MedTransWebApp(GuardRailsMixin, TranslationMixin, TrameApp):
+class MedTransWebApp(GuardRailsMixin, TranslationMixin, DoseMixin, TrameApp):
     """One page: load a volume (and other sequences of the same patient), translate it, compare, download.
 
     Args:
@@ -77,7 +78,7 @@ class MedTransWebApp(GuardRailsMixin, TranslationMixin, TrameApp):
         self.translate_clicked = 0.0  # time.monotonic() of the last Translate
         self._chunks: dict[str, list[dict]] = {"source": [], "reference": [], "extra": []}
         self._tasks: set[asyncio.Task] = set()
-        self.state.update(presenting.initial_state(self.limits.max_bytes))
+        self.state.update({**presenting.initial_state(self.limits.max_bytes), **initial_dose_state()})
         callbacks = PageCallbacks(
             load_demo=self.load_demo,
             confirm_demo=self.confirm_demo,
@@ -87,6 +88,7 @@ class MedTransWebApp(GuardRailsMixin, TranslationMixin, TrameApp):
             set_reference_modality=self.set_reference_modality,
             remove_reference=self.remove_reference,
             translate_or_cancel=self.translate_or_cancel,
+            dose_or_cancel=self.dose_or_cancel,
             download_nifti=functools.partial(self.download, dicom=False),
             download_dicom=functools.partial(self.download, dicom=True),
             reset_views=self.views.reset,
