@@ -23,6 +23,11 @@ def add_parser(sub) -> None:
         "--model", action="append", metavar="NAME_OR_FOLDER", help="benchmark this bundle (repeatable; default: all)"
     )
     p.add_argument("--family", action="append", help="only bundles of this family (repeatable)")
+    p.add_argument(
+        "--dose",
+        action="store_true",
+        help="instead: the dose check on held-out head phantoms (CBCT, histogram matching, the model; minutes)",
+    )
     p.set_defaults(run=run_benchmark)
 
 
@@ -65,6 +70,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from .progress import ProgressPrinter
 
     progress = ProgressPrinter("bar", "benchmark")
+    if args.dose:
+        from ..benchmark_dose import dose_benchmark, format_dose_table
+
+        rows = dose_benchmark(progress=progress)
+        progress.close()
+        print(format_dose_table(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
     rows = benchmark(quick=args.quick, device=args.device, models=args.model, families=args.family, progress=progress)
     progress.close()
     print(format_table(rows))

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dvh import compare_dvh
-from .engine import CancelFn, DosePair, PlanSettings, ProgressFn, plan_and_recompute
+from .engine import CancelFn, DosePair, Plan, PlanSettings, ProgressFn, plan_and_recompute, recompute
 from .gamma import CRITERIA, gamma_pass_rates
 
 #: Doses below this percentage of the CT plan's maximum are not evaluated by gamma (SynthRAD's convention).
@@ -111,6 +111,16 @@ def run_dose_check(
         progress=progress,
         cancel=cancel,
     )
+    return compare_doses(pair, progress)
+
+
+def check_with_plan(plan: Plan, sct: sitk.Image, progress: ProgressFn | None = None) -> DoseCheck:
+    """One more synthetic CT on a plan already made (:func:`~.engine.make_plan`): several candidates, one plan."""
+    return compare_doses(recompute(plan, sct, progress=progress), progress)
+
+
+def compare_doses(pair: DosePair, progress: ProgressFn | None = None) -> DoseCheck:
+    """Gamma (on the dose grid) and DVH of the sCT dose against the CT dose."""
     if progress is not None:
         progress(0.92, "gamma analysis")
     reference, evaluated = (_on_gamma_grid(d, pair.settings.dose_grid_mm) for d in (pair.ct_dose, pair.sct_dose))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -137,6 +138,146 @@ def sphere_target(body: sitk.Image, radius_mm: float, centre_mm: tuple[float, fl
     return out
 
 
+@dataclass
+class Plan:
+    """A photon plan optimised on a CT, ready to be recomputed on any number of synthetic CTs.
+
+    Attributes:
+        ct: the CT (float32 HU); its grid is the grid of every dose.
+        ct_dose: the plan's dose on the CT (Gy).
+        structures: ``{name: uint8 mask on the CT grid}``: the target first, then the organs at risk, then the body.
+        test_plan: True when the target is the spherical test target.
+        seconds: time per planning stage.
+    """
+
+    ct: sitk.Image
+    ct_dose: sitk.Image
+    structures: dict[str, sitk.Image]
+    test_plan: bool
+    settings: PlanSettings
+    seconds: dict[str, float]
+    engine: SimpleNamespace = field(repr=False)
+    problem: tuple = field(repr=False)  # pyRadPlan's (structure set, plan, beam geometry, fluence)
+
+
+class _Stages:
+    """Progress, cancellation, timing and pyRadPlan's silence around each stage of a dose computation."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: CancelFn | None) -> None:
+        self.report = progress or (lambda fraction, stage: None)
+        self.cancel = cancel
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, fraction: float):
+        _check(self.cancel)
+        self.report(fraction, name)
+        start = time.perf_counter()
+        with _quiet():
+            yield
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def make_plan(
+    ct: sitk.Image,
+    *,
+    target: sitk.Image | None = None,
+    target_centre_mm: tuple[float, float, float] | None = None,
+    oars: Mapping[str, sitk.Image] | None = None,
+    settings: PlanSettings | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> Plan:
+    """Optimise a photon plan on ``ct`` (arguments as :func:`plan_and_recompute`)."""
+    settings = settings or PlanSettings()
+    if ct.GetDimension() != 3:
+        raise InputError(f"the CT must be a 3D image, got {ct.GetDimension()}D")
+    ct = sitk.Cast(ct, sitk.sitkFloat32)
+    body = body_mask(ct, "CT")
+    if not sitk.GetArrayViewFromImage(body).any():
+        raise InputError("no body found in the CT (nothing above -500 HU)")
+    test_plan = target is None
+    target = (
+        sphere_target(body, settings.target_radius_mm, target_centre_mm)
+        if test_plan
+        else _structure("target", target, ct)
+    )
+    structures = {TARGET_NAME: target}
+    for name, mask in (oars or {}).items():
+        if name.upper() in (TARGET_NAME, BODY_NAME):
+            raise InputError(f"an organ at risk cannot be called {name!r}")
+        structures[name] = _structure(name, mask, ct)
+    structures[BODY_NAME] = body
+    stage = _Stages(progress, cancel)
+    with stage("loading the dose engine", 0.02):
+        rp = _engine()
+        ct_model = rp.validate_ct(cube_hu=ct)
+        cst = rp.validate_cst(vois=_vois(rp, structures, settings), ct_image=ct_model)
+        pln = rp.PhotonPlan(machine="Generic")
+        angles = [i * 360.0 / settings.beams for i in range(settings.beams)]
+        pln.prop_stf = {"gantry_angles": angles, "couch_angles": [0.0] * settings.beams}
+        grid = settings.dose_grid_mm
+        pln.prop_dose_calc = {"dose_grid": {"resolution": {"x": grid, "y": grid, "z": grid}}}
+    with stage("beam geometry", 0.05):
+        stf = rp.generate_stf(ct_model, cst, pln)
+    with stage("dose influence on the CT", 0.1):
+        dij = rp.calc_dose_influence(ct_model, cst, stf, pln)
+    with stage("fluence optimisation", 0.5):
+        weights = rp.fluence_optimization(ct_model, cst, stf, dij, pln)
+        ct_dose = dij.compute_result_ct_grid(weights)["physical_dose"]
+    return Plan(
+        ct=ct,
+        ct_dose=_dose_image(ct_dose, ct),
+        structures=structures,
+        test_plan=test_plan,
+        settings=settings,
+        seconds=stage.seconds,
+        engine=rp,
+        problem=(cst, pln, stf, weights),
+    )
+
+
+def sct_on_ct_grid(sct: sitk.Image, ct: sitk.Image) -> tuple[sitk.Image, str | None]:
+    """``(the sCT on the CT's grid, how the grids differed or None)``.
+
+    Raises:
+        InputError: the sCT is not 3D or does not overlap the CT.
+    """
+    if sct.GetDimension() != 3:
+        raise InputError(f"the sCT must be a 3D image, got {sct.GetDimension()}D")
+    note = grid_mismatch(sct, ct)
+    if not note:
+        return sitk.Cast(sct, sitk.sitkFloat32), None
+    resampled = on_ct_grid(sct, ct, default=OUTSIDE_HU)
+    if not (sitk.GetArrayViewFromImage(resampled) > OUTSIDE_HU).any():
+        raise InputError("the sCT does not overlap the CT")
+    return resampled, note
+
+
+def recompute(
+    plan: Plan, sct: sitk.Image, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+) -> DosePair:
+    """The plan's fluence recomputed on ``sct`` (any grid overlapping the CT; resampled, air outside)."""
+    sct_on_ct, note = sct_on_ct_grid(sct, plan.ct)
+    stage = _Stages(progress, cancel)
+    cst, pln, stf, weights = plan.problem
+    with stage("recompute on the sCT", 0.7):
+        sct_model = plan.engine.validate_ct(cube_hu=sct_on_ct)
+        sct_dose = plan.engine.calc_dose_forward(sct_model, cst, stf, pln, weights)["physical_dose"]
+    stage.report(0.9, "dose computed")
+    return DosePair(
+        ct_dose=plan.ct_dose,
+        sct_dose=_dose_image(sct_dose, plan.ct),
+        ct=plan.ct,
+        sct=sct_on_ct,
+        structures=plan.structures,
+        test_plan=plan.test_plan,
+        grid_note=note,
+        settings=plan.settings,
+        seconds={**plan.seconds, **stage.seconds},
+    )
+
+
 def plan_and_recompute(
     ct: sitk.Image,
     sct: sitk.Image,
@@ -162,76 +303,17 @@ def plan_and_recompute(
         cancel: polled between stages; True raises :class:`DoseCancelled`.
 
     Raises:
-        InputError: an empty or non-overlapping target or organ, a non-3D image, or an sCT outside the CT.
+        InputError: an empty or non-overlapping target or organ, a non-3D image, or an sCT outside the CT (all
+            before any dose is computed).
     """
-    settings = settings or PlanSettings()
-    report = progress or (lambda fraction, stage: None)
-    for name, image in (("CT", ct), ("sCT", sct)):
-        if image.GetDimension() != 3:
-            raise InputError(f"the {name} must be a 3D image, got {image.GetDimension()}D")
-    ct = sitk.Cast(ct, sitk.sitkFloat32)
-    note = grid_mismatch(sct, ct)
-    sct_on_ct = on_ct_grid(sct, ct, default=OUTSIDE_HU) if note else sitk.Cast(sct, sitk.sitkFloat32)
-    if note and not (sitk.GetArrayViewFromImage(sct_on_ct) > OUTSIDE_HU).any():
-        raise InputError("the sCT does not overlap the CT")
-    body = body_mask(ct, "CT")
-    if not sitk.GetArrayViewFromImage(body).any():
-        raise InputError("no body found in the CT (nothing above -500 HU)")
-    test_plan = target is None
-    target = (
-        sphere_target(body, settings.target_radius_mm, target_centre_mm)
-        if test_plan
-        else _structure("target", target, ct)
-    )
-    structures = {TARGET_NAME: target}
-    for name, mask in (oars or {}).items():
-        if name.upper() in (TARGET_NAME, BODY_NAME):
-            raise InputError(f"an organ at risk cannot be called {name!r}")
-        structures[name] = _structure(name, mask, ct)
-    structures[BODY_NAME] = body
-
-    seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def stage(name: str, fraction: float):
-        _check(cancel)
-        report(fraction, name)
-        start = time.perf_counter()
-        with _quiet():
-            yield
-        seconds[name] = round(time.perf_counter() - start, 2)
-
-    with stage("loading the dose engine", 0.02):
-        rp = _engine()
-        ct_model = rp.validate_ct(cube_hu=ct)
-        cst = rp.validate_cst(vois=_vois(rp, structures, settings), ct_image=ct_model)
-        pln = rp.PhotonPlan(machine="Generic")
-        angles = [i * 360.0 / settings.beams for i in range(settings.beams)]
-        pln.prop_stf = {"gantry_angles": angles, "couch_angles": [0.0] * settings.beams}
-        grid = settings.dose_grid_mm
-        pln.prop_dose_calc = {"dose_grid": {"resolution": {"x": grid, "y": grid, "z": grid}}}
-    with stage("beam geometry", 0.05):
-        stf = rp.generate_stf(ct_model, cst, pln)
-    with stage("dose influence on the CT", 0.1):
-        dij = rp.calc_dose_influence(ct_model, cst, stf, pln)
-    with stage("fluence optimisation", 0.5):
-        weights = rp.fluence_optimization(ct_model, cst, stf, dij, pln)
-        ct_dose = dij.compute_result_ct_grid(weights)["physical_dose"]
-    with stage("recompute on the sCT", 0.7):
-        sct_model = rp.validate_ct(cube_hu=sct_on_ct)
-        sct_dose = rp.calc_dose_forward(sct_model, cst, stf, pln, weights)["physical_dose"]
-    report(0.9, "dose computed")
-    return DosePair(
-        ct_dose=_dose_image(ct_dose, ct),
-        sct_dose=_dose_image(sct_dose, ct),
-        ct=ct,
-        sct=sct_on_ct,
-        structures=structures,
-        test_plan=test_plan,
-        grid_note=note,
-        settings=settings,
-        seconds=seconds,
-    )
+    if ct.GetDimension() != 3:
+        raise InputError(f"the CT must be a 3D image, got {ct.GetDimension()}D")
+    sct_on_ct_grid(sct, sitk.Cast(ct, sitk.sitkFloat32))  # a bad sCT fails before minutes of planning
+    plan = make_plan(
+        ct, target=target, target_centre_mm=target_centre_mm, oars=oars, settings=settings, progress=progress,
+        cancel=cancel,
+    )  # fmt: skip
+    return recompute(plan, sct, progress=progress, cancel=cancel)
 
 
 def _engine() -> SimpleNamespace:
@@ -287,8 +369,15 @@ def _check(cancel: CancelFn | None) -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """pyRadPlan prints tqdm bars and numpy warnings on stderr; the caller reports progress itself."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        with np.errstate(all="ignore"):
-            yield
+    """pyRadPlan prints tqdm bars, numpy warnings and log lines about its defaults (the scipy solver, the SVDPB
+    engine) on stderr; the caller reports progress itself. Its errors still surface as exceptions."""
+    engine_log = logging.getLogger("pyRadPlan")
+    level = engine_log.level
+    engine_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"):
+                yield
+    finally:
+        engine_log.setLevel(level)

@@ -119,3 +119,24 @@ def test_the_cli_plans_a_head_phantom_recomputes_it_on_the_cbct_and_writes_gamma
     with pytest.raises(SystemExit) as refused:  # the outputs exist: refused without --overwrite, nothing recomputed
         main(argv)
     assert refused.value.code != 0 and "--overwrite" in capsys.readouterr().err
+
+
+def test_the_dose_benchmark_table_gives_mean_and_worst_per_method_and_judges_the_slowest_check():
+    from MedTransCore.benchmark_dose import format_dose_table
+
+    def row(seed, method, rate, d95, seconds):
+        rates = {"1%/1mm": rate - 10, "2%/2mm": rate, "3%/3mm": 100.0}
+        return {
+            "seed": seed, "grid": "64x64x64", "spacing_mm": 3.0, "method": method, "model": "m", "beams": 7,
+            "prescription_gy": 60.0, "gamma_pass_rate": rates, "target_d95_difference_gy": d95,
+            "target_dmean_difference_gy": d95 / 2, "plan_seconds": seconds, "recompute_and_gamma_seconds": 20.0,
+        }  # fmt: skip
+
+    rows = [row(1, "CBCT as is", 90.0, -1.0, 80.0), row(2, "CBCT as is", 80.0, -3.0, 110.0)]
+    rows += [row(1, "model", 99.0, 0.2, 80.0), row(2, "model", 97.0, -0.4, 110.0)]
+    table = format_dose_table(rows)
+    assert (
+        "| CBCT as is | m | 75.0 % (min 70.0) | 85.0 % (min 80.0) | 100.0 % (min 100.0) | -2.00 (worst -3.00)" in table
+    )
+    assert "| model | m | 88.0 % (min 87.0) | 98.0 % (min 97.0) |" in table
+    assert "130 s, the slowest phantom (target 120 s): MISSED by 10 s" in table
