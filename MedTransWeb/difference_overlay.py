@@ -54,18 +54,39 @@ def label_colour(label: int) -> tuple[float, float, float, float]:
 
 def colour_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode:
     """The scene's colour table of the overlay labels (made once, then reused)."""
+    return colour_table(scene, ROLE, COLOR_NAME, 2 * LEVELS + 2, label_colour)
+
+
+def colour_table(scene: slicer.vtkMRMLScene, role: str, name: str, count: int, colour) -> slicer.vtkMRMLColorTableNode:
+    """The scene's colour table of ``role`` (made once with ``colour(label) -> RGBA`` for ``count`` labels)."""
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
         node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
-        if node.GetAttribute(ROLE_ATTRIBUTE) == ROLE:
+        if node.GetAttribute(ROLE_ATTRIBUTE) == role:
             return node
     node = scene.CreateNodeByClass("vtkMRMLColorTableNode")
-    node.SetName(COLOR_NAME)
+    node.SetName(name)
     node.SetTypeToUser()
-    node.SetNumberOfColors(2 * LEVELS + 2)
-    for label in range(2 * LEVELS + 2):
-        node.SetColor(label, str(label), *label_colour(label))
-    node.SetAttribute(ROLE_ATTRIBUTE, ROLE)
+    node.SetNumberOfColors(count)
+    for label in range(count):
+        node.SetColor(label, str(label), *colour(label))
+    node.SetAttribute(ROLE_ATTRIBUTE, role)
     scene.AddNode(node)
+    return node
+
+
+def label_map_like(scene: slicer.vtkMRMLScene, labels: np.ndarray, like, name: str, colours):
+    """A label map of ``labels`` (Z, Y, X) with the geometry of volume node ``like``, shown with ``colours``."""
+    image = vtkImageData()
+    image.SetDimensions(labels.shape[2], labels.shape[1], labels.shape[0])
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(labels).ravel(), deep=True)
+    scalars.SetName("ImageScalars")
+    image.GetPointData().SetScalars(scalars)
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    node.SetIJKToRASMatrix(volumes.arrayToMatrix(volumes.ijkToRas(like)))
+    node.SetAndObserveImageData(image)
+    node.SetAndObserveTransformNodeID(like.GetTransformNodeID())
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
     return node
 
 
@@ -73,15 +94,4 @@ def add_overlay_node(scene: slicer.vtkMRMLScene, difference_node) -> slicer.vtkM
     """A label map of ``difference_node`` (same geometry) for the label layer, with the overlay colours."""
     span = difference_node.GetDisplayNode().GetWindow() / 2
     labels = difference_labels(volumes.arrayFromVolume(difference_node), max(span, 1e-6))
-    image = vtkImageData()
-    image.SetDimensions(labels.shape[2], labels.shape[1], labels.shape[0])
-    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(labels).ravel(), deep=True)
-    scalars.SetName("ImageScalars")
-    image.GetPointData().SetScalars(scalars)
-    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{difference_node.GetName()} (overlay)")
-    node.SetIJKToRASMatrix(volumes.arrayToMatrix(volumes.ijkToRas(difference_node)))
-    node.SetAndObserveImageData(image)
-    node.SetAndObserveTransformNodeID(difference_node.GetTransformNodeID())
-    node.CreateDefaultDisplayNodes()
-    node.GetDisplayNode().SetAndObserveColorNodeID(colour_node(scene).GetID())
-    return node
+    return label_map_like(scene, labels, difference_node, f"{difference_node.GetName()} (overlay)", colour_node(scene))

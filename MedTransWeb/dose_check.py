@@ -40,6 +40,7 @@ def empty_dose() -> dict:
         "dose_dvh": [],
         "dose_svg": "",
         "dose_test_plan": False,
+        "show_dose": False,  # the sCT dose as a colour wash over the synthetic view
     }
 
 
@@ -181,11 +182,20 @@ class DoseMixin:
             }
         )
 
+    def on_dose_toggled(self, show_dose: bool, **_) -> None:
+        """The dose wash and the difference overlay share the synthetic view's label layer: one at a time."""
+        if self.dose_outputs is None:
+            return
+        if show_dose and self.state.show_difference:
+            self.state.show_difference = False
+        self.views.set_dose(self.dose_outputs.sctDoseNode, bool(show_dose))
+
     def clear_dose(self) -> None:
         """Remove the dose nodes and results (they belong to the result they were computed on)."""
         if self.dose_run is not None:
             self.dose_run.cancel()
         if self.dose_outputs is not None:
+            self.views.set_dose(self.dose_outputs.sctDoseNode, False)  # before its node goes
             chart = self.dose_outputs.dvhChartNode
             series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
             for node in [*series, *(getattr(self.dose_outputs, name) for name in DOSE_NODES)]:

@@ -56,6 +56,15 @@ def dose_section(dose_or_cancel) -> None:
             ],
         )
         _rates()
+        v3.VSwitch(
+            label="Dose wash on the synthetic view (sCT dose, from 10 % of its maximum)",
+            v_if=("dose_rates.length",),
+            v_model=("show_dose",),
+            color="primary",
+            density="compact",
+            hide_details=True,
+            raw_attrs=['data-testid="dose-wash-toggle"'],
+        )
         _dvh_chart()
         _dvh_table()
 

@@ -30,7 +30,7 @@ from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
 from MedTransCore.modalities import display_window, get_modality
 
-from . import annotations, difference_overlay, windows
+from . import annotations, difference_overlay, dose_overlay, windows
 from .slicer_logic import layout
 from .view_overlays import view_overlay
 
@@ -101,7 +101,7 @@ class ComparisonViews:
         self._software = software_rendering
         self._shown: dict[str, ShownVolume] = {}
         self._syncing = False
-        self._overlay = None  # (difference node, its label-map overlay) while one exists
+        self._overlay = None  # (kind, source node, its label-map overlay) while one exists: "difference" or "dose"
         register_rca_factories(slicer_app.view_manager, server, slice_view_ui_f=_overlay, three_d_view_ui_f=_overlay)
         self.layout_manager = LayoutManager(slicer_app.scene, slicer_app.view_manager, server)
         slices = [
@@ -238,23 +238,42 @@ class ComparisonViews:
 
     def set_difference(self, synthetic, difference, visible: bool, unit: str = "") -> None:
         """Show ``synthetic`` in the synthetic view with ``difference`` over it (when ``visible``): red above zero,
-        blue below, transparent where they agree (:mod:`.difference_overlay`), with its colour bar in ``unit``."""
+        blue below, transparent where they agree (:mod:`.difference_overlay`), with its colour bar in ``unit``.
+        The dose wash (:meth:`set_dose`) shares the label layer: showing one hides the other."""
         layout.setSliceLayers(self.scene, VIEW_TAGS["synthetic"], synthetic)  # no foreground: the label layer is
-        if self._overlay is not None and (difference is None or self._overlay[0] is not difference):
-            self._composite(VIEW_TAGS["synthetic"]).SetLabelVolumeID(None)
-            self.scene.RemoveNode(self._overlay[1].GetDisplayNode())
-            self.scene.RemoveNode(self._overlay[1])
-            self._overlay = None
         bar = {}
         if visible and difference is not None:
-            if self._overlay is None:
-                self._overlay = (difference, difference_overlay.add_overlay_node(self.scene, difference))
+            self._label_overlay("difference", difference, difference_overlay.add_overlay_node)
             span = difference.GetDisplayNode().GetWindow() / 2
             bar = {"high": f"+{span:.0f} {unit}".strip(), "low": f"−{span:.0f} {unit}".strip(), "unit": unit or " "}
-        composite = self._composite(VIEW_TAGS["synthetic"])
-        composite.SetLabelVolumeID(self._overlay[1].GetID() if bar else None)
-        composite.SetLabelOpacity(1.0)
+        elif difference is None or self._overlay_kind() == "difference":  # no result, or the difference goes
+            self._label_overlay(None)
         self._server.state.difference_bar = bar
+
+    def set_dose(self, dose, visible: bool) -> None:
+        """The dose colour wash of ``dose`` over the synthetic view (when ``visible``; see :mod:`.dose_overlay`)."""
+        if visible and dose is not None:
+            self._label_overlay("dose", dose, dose_overlay.add_dose_overlay_node)
+        elif dose is None or self._overlay_kind() == "dose":
+            self._label_overlay(None)
+
+    def _overlay_kind(self) -> str | None:
+        return None if self._overlay is None else self._overlay[0]
+
+    def _label_overlay(self, kind: str | None, source=None, make=None) -> None:
+        """Show the label map ``make(scene, source)`` in the synthetic view's label layer (``kind`` None: nothing);
+        the previous one is removed when it was made from another node."""
+        composite = self._composite(VIEW_TAGS["synthetic"])
+        if self._overlay is not None and self._overlay[1] is not source:
+            composite.SetLabelVolumeID(None)
+            self.scene.RemoveNode(self._overlay[2].GetDisplayNode())
+            self.scene.RemoveNode(self._overlay[2])
+            self._overlay = None
+        if kind is not None:
+            if self._overlay is None:
+                self._overlay = (kind, source, make(self.scene, source))
+            composite.SetLabelVolumeID(self._overlay[2].GetID())
+            composite.SetLabelOpacity(1.0)
         self.slice_view("synthetic").schedule_render()
 
     def _composite(self, tag: str):

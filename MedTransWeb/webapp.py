@@ -98,6 +98,7 @@ class MedTransWebApp(GuardRailsMixin, TranslationMixin, DoseMixin, TrameApp):
         self.state.change("model")(lambda **_: self.request_preflight())
         self.state.change("window_preset")(lambda window_preset, **_: self.views.apply_window(window_preset))
         self.state.change("show_difference")(lambda **_: self._on_difference_toggled())
+        self.state.change("show_dose")(self.on_dose_toggled)
         self.state.change("show_3d")(self._on_threed_toggled)
         self._on_pair_changed(self.state.source_modality, self.state.target_modality)
 
@@ -145,6 +146,8 @@ class MedTransWebApp(GuardRailsMixin, TranslationMixin, DoseMixin, TrameApp):
         self.request_preflight()
 
     def _on_difference_toggled(self) -> None:
+        if self.state.show_difference and self.state.show_dose:
+            self.state.show_dose = False  # one overlay at a time (the dose wash yields)
         if self.outputs is not None:
             self._show_difference()
             self._refresh_captions()

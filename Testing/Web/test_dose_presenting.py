@@ -41,3 +41,16 @@ def test_the_dvh_chart_has_one_polyline_per_column_dashed_for_the_sct_and_escape
     first = re.search(r'points="([^"]+)"', lines[0]).group(1).split()
     assert len(first) == 3 and float(first[0].split(",")[1]) < float(first[-1].split(",")[1])  # 100 % above 0 %
     assert "60 Gy" in svg
+
+
+def test_the_dose_wash_hides_low_doses_and_runs_blue_to_red_half_transparent():
+    import numpy as np
+
+    from MedTransWeb.dose_overlay import LEVELS, dose_colour, dose_labels
+
+    labels = dose_labels(np.array([0.0, 5.9, 6.0, 33.0, 60.0, 75.0]), 60.0)
+    assert labels.tolist()[:2] == [0, 0] and labels[2] == 1 and labels[4] == LEVELS and labels[5] == LEVELS
+    assert 1 < labels[3] < LEVELS
+    assert dose_colour(0)[3] == 0.0
+    low, high = dose_colour(1), dose_colour(LEVELS)
+    assert low[2] > low[0] and high[0] > high[2] and low[3] == high[3] == 0.55

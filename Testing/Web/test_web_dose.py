@@ -9,10 +9,16 @@ import pytest
 from playwright.sync_api import expect
 
 from .browsing import screenshots, translate
-from .test_web_app import load_demo
+from .test_web_app import load_demo, view_image, wait_for_image, wait_until_rendered
 
 pytestmark = pytest.mark.slow
 DOSE_TIMEOUT_MS = 240_000
+# The share of a view's pixels that are strongly coloured (the grey CT has none).
+COLOURED_JS = """(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth;
+  c.height = img.naturalHeight; const x = c.getContext('2d'); x.drawImage(img, 0, 0);
+  const d = x.getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 80) n++;
+  return n / (d.length / 4); }"""
 
 
 def test_a_synthetic_ct_compared_with_its_reference_gets_a_dose_check_with_gamma_and_dvh(page, artifacts):
@@ -40,7 +46,15 @@ def test_a_synthetic_ct_compared_with_its_reference_gets_a_dose_check_with_gamma
     expect(curves).to_have_count(4)
     assert curves.first.get_attribute("data-curve") == "TARGET CT (%)"
     expect(page.get_by_test_id("dose-button")).to_have_text("Compute dose")
+    wait_until_rendered(page, "synthetic")
+    assert view_image(page, "synthetic").evaluate(COLOURED_JS) < 0.001  # a grey CT before the wash
+    page.get_by_test_id("dose-wash-toggle").locator("input").check()
+    wait_for_image(page, "synthetic", COLOURED_JS, lambda share: share > 0.05, "the dose wash")
     screenshots(page, artifacts, "dose", focus=page.get_by_test_id("dose-dvh-chart"))
+    page.get_by_test_id("difference-toggle").locator("input").check()  # one overlay at a time
+    expect(page.get_by_test_id("dose-wash-toggle").locator("input")).not_to_be_checked()
+    expect(page.get_by_test_id("colour-bar")).to_be_visible()
+    page.get_by_test_id("difference-toggle").locator("input").uncheck()
 
 
 def test_removing_the_reference_removes_its_dose_check(page):
