@@ -41,6 +41,7 @@ def empty_dose() -> dict:
         "dose_svg": "",
         "dose_test_plan": False,
         "show_dose": False,  # the sCT dose as a colour wash over the synthetic view
+        "show_gamma": False,  # the 2%/2mm gamma map over the synthetic view
     }
 
 
@@ -183,19 +184,27 @@ class DoseMixin:
         )
 
     def on_dose_toggled(self, show_dose: bool, **_) -> None:
-        """The dose wash and the difference overlay share the synthetic view's label layer: one at a time."""
+        """The dose wash, the gamma map and the difference overlay share the synthetic view's label layer."""
         if self.dose_outputs is None:
             return
-        if show_dose and self.state.show_difference:
-            self.state.show_difference = False
+        if show_dose:
+            self.state.update({"show_difference": False, "show_gamma": False})
         self.views.set_dose(self.dose_outputs.sctDoseNode, bool(show_dose))
+
+    def on_gamma_toggled(self, show_gamma: bool, **_) -> None:
+        if self.dose_outputs is None:
+            return
+        if show_gamma:
+            self.state.update({"show_difference": False, "show_dose": False})
+        self.views.set_gamma(self.dose_outputs.gammaNode, bool(show_gamma))
 
     def clear_dose(self) -> None:
         """Remove the dose nodes and results (they belong to the result they were computed on)."""
         if self.dose_run is not None:
             self.dose_run.cancel()
         if self.dose_outputs is not None:
-            self.views.set_dose(self.dose_outputs.sctDoseNode, False)  # before its node goes
+            self.views.set_dose(self.dose_outputs.sctDoseNode, False)  # before their nodes go
+            self.views.set_gamma(self.dose_outputs.gammaNode, False)
             chart = self.dose_outputs.dvhChartNode
             series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
             for node in [*series, *(getattr(self.dose_outputs, name) for name in DOSE_NODES)]:

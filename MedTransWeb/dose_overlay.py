@@ -1,8 +1,9 @@
-"""The dose colour wash of the browser's synthetic view: the sCT dose as a label layer over the synthetic CT.
+"""The dose check over the browser's synthetic view: the sCT dose as a colour wash, or the gamma map.
 
-Like the difference overlay (:mod:`.difference_overlay`, which says why a label map): the dose quantised into
-:data:`LEVELS` steps from :data:`LOW` of its maximum up, blue (low) to red (high), half transparent; doses below
-:data:`LOW` of the maximum are not drawn.
+Label layers like the difference overlay (:mod:`.difference_overlay`, which says why a label map). The dose is
+quantised into :data:`LEVELS` steps from :data:`LOW` of its maximum up, blue (low) to red (high), half transparent;
+doses below :data:`LOW` of the maximum are not drawn. The gamma index 0..2 runs green (pass) to red (fail), its
+unevaluated voxels (below the low-dose threshold) transparent.
 """
 
 from __future__ import annotations
@@ -44,3 +45,32 @@ def add_dose_overlay_node(scene: slicer.vtkMRMLScene, dose_node) -> slicer.vtkMR
     colours = colour_table(scene, ROLE, "MedTrans dose wash", LEVELS + 1, dose_colour)
     labels = dose_labels(dose, max(float(np.nanmax(dose)), 1e-6))
     return label_map_like(scene, labels, dose_node, f"{dose_node.GetName()} (wash)", colours)
+
+
+GAMMA_MAX = 2.0
+GAMMA_ROLE = "gamma overlay colours"
+
+
+def gamma_labels(gamma: np.ndarray) -> np.ndarray:
+    """``gamma`` (0..2; NaN or negative where not evaluated) as labels 1..255; 0 where not evaluated."""
+    values = np.asarray(gamma, dtype=np.float64)
+    steps = np.clip(np.rint(1 + np.nan_to_num(values) / GAMMA_MAX * (LEVELS - 1)), 1, LEVELS).astype(np.uint8)
+    return np.where(np.isnan(values) | (values < 0), 0, steps).astype(np.uint8)
+
+
+def gamma_colour(label: int) -> tuple[float, float, float, float]:
+    """RGBA of a gamma label: transparent for 0; green up to gamma 1 (pass), then yellow to red (fail)."""
+    if label == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    gamma = (label - 1) / (LEVELS - 1) * GAMMA_MAX
+    if gamma <= 1.0:
+        return 0.1, 0.75, 0.25, 0.45
+    t = min(gamma - 1.0, 1.0)
+    return 1.0, 0.9 * (1.0 - t), 0.0, 0.8
+
+
+def add_gamma_overlay_node(scene: slicer.vtkMRMLScene, gamma_node) -> slicer.vtkMRMLLabelMapVolumeNode:
+    """A label map of ``gamma_node`` (its own grid: the dose grid) with the gamma colours."""
+    colours = colour_table(scene, GAMMA_ROLE, "MedTrans gamma overlay", LEVELS + 1, gamma_colour)
+    labels = gamma_labels(volumes.arrayFromVolume(gamma_node))
+    return label_map_like(scene, labels, gamma_node, f"{gamma_node.GetName()} (overlay)", colours)

@@ -65,6 +65,15 @@ def dose_section(dose_or_cancel) -> None:
             hide_details=True,
             raw_attrs=['data-testid="dose-wash-toggle"'],
         )
+        v3.VSwitch(
+            label="Gamma 2%/2mm on the synthetic view (green: pass, yellow to red: fail)",
+            v_if=("dose_rates.length",),
+            v_model=("show_gamma",),
+            color="success",
+            density="compact",
+            hide_details=True,
+            raw_attrs=['data-testid="gamma-toggle"'],
+        )
         _dvh_chart()
         _dvh_table()
 

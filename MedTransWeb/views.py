@@ -257,6 +257,13 @@ class ComparisonViews:
         elif dose is None or self._overlay_kind() == "dose":
             self._label_overlay(None)
 
+    def set_gamma(self, gamma, visible: bool) -> None:
+        """The gamma map ``gamma`` over the synthetic view (when ``visible``; see :mod:`.dose_overlay`)."""
+        if visible and gamma is not None:
+            self._label_overlay("gamma", gamma, dose_overlay.add_gamma_overlay_node)
+        elif gamma is None or self._overlay_kind() == "gamma":
+            self._label_overlay(None)
+
     def _overlay_kind(self) -> str | None:
         return None if self._overlay is None else self._overlay[0]
 

@@ -99,6 +99,7 @@ class MedTransWebApp(GuardRailsMixin, TranslationMixin, DoseMixin, TrameApp):
         self.state.change("window_preset")(lambda window_preset, **_: self.views.apply_window(window_preset))
         self.state.change("show_difference")(lambda **_: self._on_difference_toggled())
         self.state.change("show_dose")(self.on_dose_toggled)
+        self.state.change("show_gamma")(self.on_gamma_toggled)
         self.state.change("show_3d")(self._on_threed_toggled)
         self._on_pair_changed(self.state.source_modality, self.state.target_modality)
 
@@ -146,8 +147,8 @@ class MedTransWebApp(GuardRailsMixin, TranslationMixin, DoseMixin, TrameApp):
         self.request_preflight()
 
     def _on_difference_toggled(self) -> None:
-        if self.state.show_difference and self.state.show_dose:
-            self.state.show_dose = False  # one overlay at a time (the dose wash yields)
+        if self.state.show_difference:
+            self.state.update({"show_dose": False, "show_gamma": False})  # one overlay at a time
         if self.outputs is not None:
             self._show_difference()
             self._refresh_captions()

@@ -59,6 +59,7 @@ class DoseCheck:
                 "low_dose_threshold_percent": GAMMA_CUTOFF_PERCENT,
                 "grid_mm": list(self.gamma.GetSpacing()),
                 "map": "2%/2mm",
+                "map_not_evaluated_value": -1.0,
             },
             "dose_difference_gy": {
                 "mean_absolute_in_body": float(np.abs(difference).mean()),

@@ -24,11 +24,13 @@ FILES = {
     "report": "dose_report.png",
     "json": "dose.json",
 }
+#: Value of the gamma file's voxels below the low-dose threshold (not evaluated).
+GAMMA_NOT_EVALUATED = -1.0
 _DESCRIPTIONS = {
     "ct_dose": "MedTrans dose (Gy) on the real CT",
     "sct_dose": "MedTrans dose (Gy) on SYNTHETIC CT",
     "difference": "MedTrans dose on SYNTHETIC CT minus CT (Gy)",
-    "gamma": "MedTrans gamma 2%/2mm, SYNTHETIC CT vs CT",
+    "gamma": "MedTrans gamma 2%/2mm, SYNTHETIC CT vs CT (-1: not evaluated)",
 }
 
 
@@ -39,7 +41,7 @@ def write_dose_outputs(check: DoseCheck, folder: Path, *, outputs: StagedOutputs
         "ct_dose": check.pair.ct_dose,
         "sct_dose": check.pair.sct_dose,
         "difference": check.difference,
-        "gamma": check.gamma,
+        "gamma": gamma_for_file(check.gamma),
     }
     paths = {}
     for key, image in images.items():
@@ -61,6 +63,15 @@ def write_dose_outputs(check: DoseCheck, folder: Path, *, outputs: StagedOutputs
     paths["json"] = folder / FILES["json"]
     paths["json"].write_text(json.dumps(check.summary(), indent=1), encoding="utf-8")
     return paths
+
+
+def gamma_for_file(gamma: sitk.Image) -> sitk.Image:
+    """The gamma map with :data:`GAMMA_NOT_EVALUATED` where gamma was not evaluated (NaN in memory): files stay
+    finite, and gamma itself is never negative."""
+    array = sitk.GetArrayFromImage(gamma)
+    out = sitk.GetImageFromArray(np.where(np.isnan(array), GAMMA_NOT_EVALUATED, array).astype(np.float32))
+    out.CopyInformation(gamma)
+    return out
 
 
 def structure_labels(check: DoseCheck) -> sitk.Image:

@@ -29,6 +29,8 @@ CT_FILE, SCT_FILE, TARGET_FILE = "ct.nrrd", "sct.nrrd", "target.nrrd"
 PROCESS_SHARE = 0.95
 DOSE_COLOR_NAME = "MedTrans dose"
 DVH_BINS = 200
+#: Gamma volume value of the voxels gamma does not evaluate (dose below the low-dose threshold): gamma is >= 0.
+NOT_EVALUATED = -1.0
 
 
 def oarFile(index: int) -> str:
@@ -123,7 +125,7 @@ class DoseOutputs:
     Attributes:
         ctDoseNode, sctDoseNode: dose (Gy) of the plan on the CT, and of its fluence on the synthetic CT.
         differenceNode: sCT dose minus CT dose (Gy), with the diverging colour table.
-        gammaNode: 2%/2mm gamma index (NaN, shown as 0, below the 10 % low-dose threshold).
+        gammaNode: 2%/2mm gamma index; :data:`NOT_EVALUATED` (-1) below the 10 % low-dose threshold.
         structuresNode: label map of the planning structures (target, organs at risk, body).
         passRateTableNode: ``Criterion``, ``Pass rate (%)``.
         dvhMetricsTableNode: ``Structure``, ``Metric``, ``CT (Gy)``, ``sCT (Gy)``, ``Difference (Gy)``.
@@ -242,7 +244,7 @@ class DoseRun(BackgroundRun):
             span = max(0.05 * top, 1e-3)
             results.setWindowLevel(difference, 0.0, 2 * span, diverging.GetID())
             gamma = sitk.GetArrayFromImage(read.gamma)
-            gammaNode = volume(np.nan_to_num(gamma, nan=0.0), "gamma 2%/2mm", ijkToRasFromImage(read.gamma))
+            gammaNode = volume(np.nan_to_num(gamma, nan=NOT_EVALUATED), "gamma 2%/2mm", ijkToRasFromImage(read.gamma))
             results.setWindowLevel(gammaNode, 1.0, 2.0)
             structures = volume(read.arrays["structures"].astype(np.uint8), "dose structures", synthetic=False)
             rates = summary["gamma_pass_rate"]

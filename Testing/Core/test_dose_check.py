@@ -114,6 +114,8 @@ def test_the_cli_plans_a_head_phantom_recomputes_it_on_the_cbct_and_writes_gamma
     reader.ReadImageInformation()
     assert "SYNTHETIC" in reader.GetMetaData("descrip")
     assert (out / "dose_report.png").stat().st_size > 10_000
+    gamma = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "gamma_2pct_2mm.nii.gz")))
+    assert np.isfinite(gamma).all() and (gamma == -1).any() and gamma.max() <= 2  # -1: below the threshold
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "structures.nii.gz")))
     assert summary["structure_labels"] == {"TARGET": 1, "BODY": 2} and set(np.unique(labels)) == {0, 1, 2}
     with pytest.raises(SystemExit) as refused:  # the outputs exist: refused without --overwrite, nothing recomputed

@@ -54,3 +54,15 @@ def test_the_dose_wash_hides_low_doses_and_runs_blue_to_red_half_transparent():
     assert dose_colour(0)[3] == 0.0
     low, high = dose_colour(1), dose_colour(LEVELS)
     assert low[2] > low[0] and high[0] > high[2] and low[3] == high[3] == 0.55
+
+
+def test_the_gamma_overlay_hides_unevaluated_voxels_and_marks_failures():
+    import numpy as np
+
+    from MedTransWeb.dose_overlay import gamma_colour, gamma_labels
+
+    labels = gamma_labels(np.array([np.nan, -1.0, 0.0, 0.9, 1.5, 3.0]))
+    assert labels[:2].tolist() == [0, 0] and labels[2] == 1 and labels[5] == 255
+    assert gamma_colour(0)[3] == 0.0
+    passing, failing = gamma_colour(int(labels[3])), gamma_colour(int(labels[4]))
+    assert passing[1] > passing[0] and failing[0] == 1.0 and failing[1] < passing[1]

@@ -51,8 +51,15 @@ def test_a_synthetic_ct_compared_with_its_reference_gets_a_dose_check_with_gamma
     page.get_by_test_id("dose-wash-toggle").locator("input").check()
     wait_for_image(page, "synthetic", COLOURED_JS, lambda share: share > 0.05, "the dose wash")
     screenshots(page, artifacts, "dose", focus=page.get_by_test_id("dose-dvh-chart"))
-    page.get_by_test_id("difference-toggle").locator("input").check()  # one overlay at a time
+    page.get_by_test_id("gamma-toggle").locator("input").check()  # one overlay at a time
     expect(page.get_by_test_id("dose-wash-toggle").locator("input")).not_to_be_checked()
+    green = COLOURED_JS.replace(
+        "Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 80",
+        "d[i + 1] - Math.max(d[i], d[i + 2]) > 40",
+    )
+    wait_for_image(page, "synthetic", green, lambda share: share > 0.05, "the gamma map (passing: green)")
+    page.get_by_test_id("difference-toggle").locator("input").check()
+    expect(page.get_by_test_id("gamma-toggle").locator("input")).not_to_be_checked()
     expect(page.get_by_test_id("colour-bar")).to_be_visible()
     page.get_by_test_id("difference-toggle").locator("input").uncheck()
 
