@@ -185,18 +185,22 @@ class DoseMixin:
 
     def on_dose_toggled(self, show_dose: bool, **_) -> None:
         """The dose wash, the gamma map and the difference overlay share the synthetic view's label layer."""
-        if self.dose_outputs is None:
-            return
-        if show_dose:
-            self.state.update({"show_difference": False, "show_gamma": False})
-        self.views.set_dose(self.dose_outputs.sctDoseNode, bool(show_dose))
+        self._toggle_overlay("show_dose", show_dose)
 
     def on_gamma_toggled(self, show_gamma: bool, **_) -> None:
+        self._toggle_overlay("show_gamma", show_gamma)
+
+    def _toggle_overlay(self, name: str, shown: bool) -> None:
         if self.dose_outputs is None:
             return
-        if show_gamma:
-            self.state.update({"show_difference": False, "show_dose": False})
-        self.views.set_gamma(self.dose_outputs.gammaNode, bool(show_gamma))
+        if shown:  # one overlay at a time: the others are switched off
+            self.state.update(
+                {other: False for other in ("show_difference", "show_dose", "show_gamma") if other != name}
+            )
+        if name == "show_dose":
+            self.views.set_dose(self.dose_outputs.sctDoseNode, bool(shown))
+        else:
+            self.views.set_gamma(self.dose_outputs.gammaNode, bool(shown))
 
     def clear_dose(self) -> None:
         """Remove the dose nodes and results (they belong to the result they were computed on)."""

@@ -56,23 +56,9 @@ def dose_section(dose_or_cancel) -> None:
             ],
         )
         _rates()
-        v3.VSwitch(
-            label="Dose wash on the synthetic view (sCT dose, from 10 % of its maximum)",
-            v_if=("dose_rates.length",),
-            v_model=("show_dose",),
-            color="primary",
-            density="compact",
-            hide_details=True,
-            raw_attrs=['data-testid="dose-wash-toggle"'],
-        )
-        v3.VSwitch(
-            label="Gamma 2%/2mm on the synthetic view (green: pass, yellow to red: fail)",
-            v_if=("dose_rates.length",),
-            v_model=("show_gamma",),
-            color="success",
-            density="compact",
-            hide_details=True,
-            raw_attrs=['data-testid="gamma-toggle"'],
+        _overlay_switch("Dose wash on the synthetic view (sCT dose, from 10 % of its maximum)", "show_dose", "primary")
+        _overlay_switch(
+            "Gamma 2%/2mm on the synthetic view (green: pass, yellow to red: fail)", "show_gamma", "success"
         )
         _dvh_chart()
         _dvh_table()
@@ -91,6 +77,19 @@ def _number(label: str, name: str, low: float, high: float, step: float, testid:
         hide_details=True,
         disabled=("dose_running || running",),
         raw_attrs=[f'data-testid="{testid}"'],
+    )
+
+
+def _overlay_switch(label: str, name: str, colour: str) -> None:
+    """A switch of one of the synthetic view's overlays (``show_dose`` -> ``data-testid="dose-toggle"``)."""
+    v3.VSwitch(
+        label=label,
+        v_if=("dose_rates.length",),
+        v_model=(name,),
+        color=colour,
+        density="compact",
+        hide_details=True,
+        raw_attrs=[f'data-testid="{name.removeprefix("show_")}-toggle"'],
     )
 
 

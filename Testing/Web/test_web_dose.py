@@ -48,11 +48,11 @@ def test_a_synthetic_ct_compared_with_its_reference_gets_a_dose_check_with_gamma
     expect(page.get_by_test_id("dose-button")).to_have_text("Compute dose")
     wait_until_rendered(page, "synthetic")
     assert view_image(page, "synthetic").evaluate(COLOURED_JS) < 0.001  # a grey CT before the wash
-    page.get_by_test_id("dose-wash-toggle").locator("input").check()
+    page.get_by_test_id("dose-toggle").locator("input").check()
     wait_for_image(page, "synthetic", COLOURED_JS, lambda share: share > 0.05, "the dose wash")
     screenshots(page, artifacts, "dose", focus=page.get_by_test_id("dose-dvh-chart"))
     page.get_by_test_id("gamma-toggle").locator("input").check()  # one overlay at a time
-    expect(page.get_by_test_id("dose-wash-toggle").locator("input")).not_to_be_checked()
+    expect(page.get_by_test_id("dose-toggle").locator("input")).not_to_be_checked()
     green = COLOURED_JS.replace(
         "Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 80",
         "d[i + 1] - Math.max(d[i], d[i + 2]) > 40",
