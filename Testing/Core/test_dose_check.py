@@ -63,6 +63,18 @@ def test_an_sct_outside_the_ct_or_an_empty_target_is_refused_before_any_dose_is_
         plan_and_recompute(ct, ct, target=empty, settings=FAST)
 
 
+def test_an_sct_on_another_grid_is_resampled_onto_the_ct_and_the_mismatch_is_named(head):
+    from MedTransCore.dose.engine import OUTSIDE_HU, sct_on_ct_grid
+
+    ct = head.images["CT"]
+    coarse = sitk.Resample(ct, [20, 20, 15], sitk.Transform(), sitk.sitkLinear, ct.GetOrigin(), (10.0, 10.0, 10.0))
+    resampled, note = sct_on_ct_grid(coarse, ct)
+    assert resampled.GetSize() == ct.GetSize() and resampled.GetSpacing() == ct.GetSpacing()
+    assert "spacing (10, 10, 10) vs (5, 5, 5) mm" in note and "size" in note
+    assert (sitk.GetArrayFromImage(resampled) > OUTSIDE_HU).any()
+    assert sct_on_ct_grid(ct, ct)[1] is None  # the same grid: nothing to report
+
+
 def test_a_cancelled_dose_check_stops_before_planning(head):
     with pytest.raises(DoseCancelled):
         plan_and_recompute(head.images["CT"], head.images["CBCT"], settings=FAST, cancel=lambda: True)
