@@ -6,7 +6,6 @@ volumes, the 2%/2mm gamma map and :meth:`DoseCheck.summary`, the content of ``do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -14,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dvh import compare_dvh
-from .engine import CancelFn, DosePair, Plan, PlanSettings, ProgressFn, plan_and_recompute, recompute
+from .engine import DosePair, Plan, ProgressFn, plan_and_recompute, recompute
 from .gamma import CRITERIA, gamma_pass_rates
 
 #: Doses below this percentage of the CT plan's maximum are not evaluated by gamma (SynthRAD's convention).
@@ -77,7 +76,7 @@ class DoseCheck:
                 "engine": f"pyRadPlan {_version('pyRadPlan')} (photon pencil beam, machine 'Generic')",
                 "gamma": f"pymedphys {_version('pymedphys')}",
                 "beams": settings.beams,
-                "gantry_angles": [round(i * 360.0 / settings.beams, 2) for i in range(settings.beams)],
+                "gantry_angles": [round(angle, 2) for angle in settings.gantry_angles],
                 "prescription_gy": settings.prescription_gy,
                 "dose_grid_mm": settings.dose_grid_mm,
                 "structures": list(pair.structures),
@@ -90,29 +89,10 @@ class DoseCheck:
         }
 
 
-def run_dose_check(
-    ct: sitk.Image,
-    sct: sitk.Image,
-    *,
-    target: sitk.Image | None = None,
-    target_centre_mm: tuple[float, float, float] | None = None,
-    oars: Mapping[str, sitk.Image] | None = None,
-    settings: PlanSettings | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-) -> DoseCheck:
-    """Plan on ``ct``, recompute on ``sct``, and compare (arguments as :func:`~.engine.plan_and_recompute`)."""
-    pair = plan_and_recompute(
-        ct,
-        sct,
-        target=target,
-        target_centre_mm=target_centre_mm,
-        oars=oars,
-        settings=settings,
-        progress=progress,
-        cancel=cancel,
-    )
-    return compare_doses(pair, progress)
+def run_dose_check(ct: sitk.Image, sct: sitk.Image, *, progress: ProgressFn | None = None, **plan_options) -> DoseCheck:
+    """Plan on ``ct``, recompute on ``sct``, and compare (``plan_options``: those of
+    :func:`~.engine.plan_and_recompute`: ``target``, ``target_centre_mm``, ``oars``, ``settings``, ``cancel``)."""
+    return compare_doses(plan_and_recompute(ct, sct, progress=progress, **plan_options), progress)
 
 
 def check_with_plan(plan: Plan, sct: sitk.Image, progress: ProgressFn | None = None) -> DoseCheck:

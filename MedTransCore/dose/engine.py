@@ -63,6 +63,11 @@ class PlanSettings:
         if not self.target_radius_mm > 0:
             raise InputError(f"the test target radius must be positive, got {self.target_radius_mm} mm")
 
+    @property
+    def gantry_angles(self) -> list[float]:
+        """Evenly spaced coplanar gantry angles (degrees) from 0."""
+        return [i * 360.0 / self.beams for i in range(self.beams)]
+
 
 @dataclass
 class DosePair:
@@ -188,7 +193,21 @@ def make_plan(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> Plan:
-    """Optimise a photon plan on ``ct`` (arguments as :func:`plan_and_recompute`)."""
+    """Optimise a photon plan on ``ct``.
+
+    Args:
+        ct: the real CT in HU (its grid is the grid of every dose).
+        target: target mask (any grid; resampled by nearest neighbour). ``None``: a spherical test target of
+            ``settings.target_radius_mm`` at ``target_centre_mm`` or the body's centre.
+        target_centre_mm: physical (x, y, z) centre of the test target.
+        oars: ``{name: mask}`` organs at risk, each kept below half the prescription.
+        settings: beams, prescription and dose grid.
+        progress: called with ``(fraction, stage)``.
+        cancel: polled between stages; True raises :class:`DoseCancelled`.
+
+    Raises:
+        InputError: a non-3D CT, no body, or an empty or non-overlapping target or organ.
+    """
     settings = settings or PlanSettings()
     if ct.GetDimension() != 3:
         raise InputError(f"the CT must be a 3D image, got {ct.GetDimension()}D")
@@ -214,8 +233,7 @@ def make_plan(
         ct_model = rp.validate_ct(cube_hu=ct)
         cst = rp.validate_cst(vois=_vois(rp, structures, settings), ct_image=ct_model)
         pln = rp.PhotonPlan(machine="Generic")
-        angles = [i * 360.0 / settings.beams for i in range(settings.beams)]
-        pln.prop_stf = {"gantry_angles": angles, "couch_angles": [0.0] * settings.beams}
+        pln.prop_stf = {"gantry_angles": settings.gantry_angles, "couch_angles": [0.0] * settings.beams}
         grid = settings.dose_grid_mm
         pln.prop_dose_calc = {"dose_grid": {"resolution": {"x": grid, "y": grid, "z": grid}}}
     with stage("beam geometry", 0.05):
@@ -282,37 +300,24 @@ def plan_and_recompute(
     ct: sitk.Image,
     sct: sitk.Image,
     *,
-    target: sitk.Image | None = None,
-    target_centre_mm: tuple[float, float, float] | None = None,
-    oars: Mapping[str, sitk.Image] | None = None,
-    settings: PlanSettings | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    **plan_options,
 ) -> DosePair:
-    """Optimise a photon plan on ``ct`` and recompute its fluence on ``sct``.
+    """Optimise a photon plan on ``ct`` (:func:`make_plan`; ``plan_options`` are its ``target``,
+    ``target_centre_mm``, ``oars`` and ``settings``) and recompute its fluence on ``sct``.
 
     Args:
-        ct: the real CT in HU (its grid is the grid of every output).
         sct: the synthetic CT in HU, on any grid overlapping the CT (resampled linearly, air outside).
-        target: target mask (any grid; resampled by nearest neighbour). ``None``: a spherical test target of
-            ``settings.target_radius_mm`` at ``target_centre_mm`` or the body's centre.
-        target_centre_mm: physical (x, y, z) centre of the test target.
-        oars: ``{name: mask}`` organs at risk, each kept below half the prescription.
-        settings: beams, prescription and dose grid.
-        progress: called with ``(fraction, stage)``.
-        cancel: polled between stages; True raises :class:`DoseCancelled`.
 
     Raises:
-        InputError: an empty or non-overlapping target or organ, a non-3D image, or an sCT outside the CT (all
-            before any dose is computed).
+        InputError: bad inputs (see :func:`make_plan`), or an sCT that is not 3D or lies outside the CT, all
+            before any dose is computed.
     """
     if ct.GetDimension() != 3:
         raise InputError(f"the CT must be a 3D image, got {ct.GetDimension()}D")
     sct_on_ct_grid(sct, sitk.Cast(ct, sitk.sitkFloat32))  # a bad sCT fails before minutes of planning
-    plan = make_plan(
-        ct, target=target, target_centre_mm=target_centre_mm, oars=oars, settings=settings, progress=progress,
-        cancel=cancel,
-    )  # fmt: skip
+    plan = make_plan(ct, progress=progress, cancel=cancel, **plan_options)
     return recompute(plan, sct, progress=progress, cancel=cancel)
 
 
