@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml training/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned to the CPU build in pyproject.toml (a bare `torch` would pull a multi-GB CUDA build).
-	$(BIN)/python -m pip install -q -e ".[web,test,dose]" -e ./training
+	$(BIN)/python -m pip install -q -e ".[web,test,dose,cbct]" -e ./training
 	# pyRadPlan without its declared dependencies: the `dose` extra lists the ones it uses (pyproject.toml says why).
 	$(BIN)/python -m pip install -q --no-deps pyRadPlan==$(PYRADPLAN_VERSION)
 	@touch $(STAMP)

@@ -8,10 +8,22 @@ signal equations, all on one grid::
     case = generate_phantom(anatomy="head", seed=0, shape=(64, 64, 64), spacing=(3.0, 3.0, 3.0))
     case.images["CT"], case.images["MR_T2"], case.labels, case.body_mask
     case.save("out/")
+
+A cone-beam CT simulated from any CT with RTK (the ``cbct`` extra): :func:`simulate_cbct`.
 """
 
 from .anatomy import ANATOMIES
+from .cone_beam import ConeBeamResult, ConeBeamSettings, simulate_cbct
 from .generate import PHANTOM_MODALITIES, PhantomCase, generate_phantom
 from .tissues import Label
 
-__all__ = ["ANATOMIES", "PHANTOM_MODALITIES", "Label", "PhantomCase", "generate_phantom"]
+__all__ = [
+    "ANATOMIES",
+    "PHANTOM_MODALITIES",
+    "ConeBeamResult",
+    "ConeBeamSettings",
+    "Label",
+    "PhantomCase",
+    "generate_phantom",
+    "simulate_cbct",
+]
