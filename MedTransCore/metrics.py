@@ -29,6 +29,10 @@ Definitions (``p`` prediction, ``r`` reference, sums and means over the mask):
   scaled with the window, weights the first ones of the five, renormalised); NaN below 5 voxels a side.
 * ``MAE_air``, ``MAE_soft_tissue``, ``MAE_bone`` (CT-like only): MAE over the mask voxels whose *reference*
   is air (< -200 HU), soft tissue (-200 to 200 HU) or bone (> 200 HU); NaN when the class is empty.
+* ``SLICE_DIFF``: slice-to-slice consistency, the mean over successive axial slices of ``|e(z + 1) - e(z)|``
+  with ``e = p - r``, over the voxels inside the mask in both slices (HU for CT, the [0, 1] scale for MR; NaN
+  without such voxels). An error that changes from slice to slice (flicker of a slice-wise model) raises it;
+  an error shared by neighbouring slices (a smooth bias) does not.
 * ``voxels``: number of mask voxels; ``volume_ml`` when ``spacing`` is given.
 """
 
@@ -44,7 +48,7 @@ from scipy import ndimage
 from .errors import InputError
 from .modalities import CT_WINDOW_HU, get_modality, normalisation_params, normalise
 
-METRIC_NAMES = ("MAE", "ME", "PSNR", "SSIM", "MS_SSIM", "NMSE", "NCC")
+METRIC_NAMES = ("MAE", "ME", "PSNR", "SSIM", "MS_SSIM", "NMSE", "NCC", "SLICE_DIFF")
 #: Tissue classes of CT-like references in HU, ``(low, high)``: air ``r < -200``, soft tissue
 #: ``-200 <= r <= 200``, bone ``r > 200``.
 CT_TISSUE_CLASSES: dict[str, tuple[float, float]] = {
@@ -70,7 +74,7 @@ def metric_unit(name: str, modality: str) -> str:
         return "dB"
     if name == "volume_ml":
         return "mL"
-    if name == "MAE" or name == "ME" or name.startswith("MAE_"):
+    if name in ("MAE", "ME", "SLICE_DIFF") or name.startswith("MAE_"):
         return "HU" if get_modality(modality).is_ct else "norm."
     return ""
 
@@ -202,6 +206,12 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / denominator) if denominator > 0 else math.nan
 
 
+def _slice_difference(error: np.ndarray, mask: np.ndarray) -> float:
+    """Mean ``|error(z + 1) - error(z)|`` over voxels in the mask in both slices (NaN when there are none)."""
+    both = mask[1:] & mask[:-1]
+    return float(np.abs(error[1:] - error[:-1])[both].mean()) if both.any() else math.nan
+
+
 def compute_metrics(
     prediction: np.ndarray,
     reference: np.ndarray,
@@ -219,7 +229,7 @@ def compute_metrics(
         spacing: optional voxel size ``(x, y, z)`` in mm, adds ``volume_ml``.
 
     Returns:
-        ``MAE``, ``ME``, ``PSNR``, ``SSIM``, ``MS_SSIM``, ``NMSE``, ``NCC``, ``voxels`` (+ ``MAE_air``,
+        ``MAE``, ``ME``, ``PSNR``, ``SSIM``, ``MS_SSIM``, ``NMSE``, ``NCC``, ``SLICE_DIFF``, ``voxels`` (+ ``MAE_air``,
         ``MAE_soft_tissue``, ``MAE_bone`` for CT-like targets, + ``volume_ml``) as Python floats.
 
     Raises:
@@ -246,6 +256,7 @@ def compute_metrics(
         "PSNR": 10.0 * math.log10(data_range**2 / mse) if mse > 0 else math.inf,
         "NMSE": squared / reference_energy if reference_energy > 0 else math.nan,
         "NCC": _pearson(p_in, r_in),
+        "SLICE_DIFF": _slice_difference(p - r, mask),
     }
 
     # SynthRAD: clip, set outside-mask voxels to the low end, shift to non-negative values.

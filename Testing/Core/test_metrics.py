@@ -179,6 +179,17 @@ def test_errors_outside_the_mask_change_only_the_unmasked_scores():
     assert unmasked["MAE"] > masked_after["MAE"] + 100
 
 
+def test_slice_difference_ignores_an_error_shared_by_neighbouring_slices_and_measures_flicker():
+    _, reference, mask = ct_pair()
+    biased = compute_metrics(reference + 30.0, reference, "CT", mask=mask)
+    assert biased["SLICE_DIFF"] == pytest.approx(0.0, abs=1e-9) and biased["MAE"] == pytest.approx(30.0)
+    flicker = reference + np.where(np.arange(reference.shape[0]) % 2 == 0, 20.0, -20.0)[:, None, None]
+    assert compute_metrics(flicker, reference, "CT", mask=mask)["SLICE_DIFF"] == pytest.approx(40.0)
+    one_slice = np.zeros_like(mask)
+    one_slice[5] = mask[5]
+    assert math.isnan(compute_metrics(flicker, reference, "CT", mask=one_slice)["SLICE_DIFF"])
+
+
 def test_per_tissue_mae_uses_the_reference_classes_with_known_answers():
     reference = np.zeros((8, 8, 8))
     reference[:2] = -1000.0  # air

@@ -180,6 +180,14 @@ def test_evaluate_writes_a_table_of_the_model_against_identity_and_histogram_mat
     assert {r["method"] for r in rows} == {"tiny-unet", "identity", "histogram-matching"} and len(rows) == 6
     assert capsys.readouterr().out == text
 
+    compared = tmp_path / "eval" / "compared.md"
+    args = ["evaluate", str(bundle.path), "--data", str(tmp_path / "ct"), "--out", str(compared), "--device", "cpu"]
+    train_main([*args, "--compare", str(bundle.path), "--metrics", "MAE,ME,SLICE_DIFF"])
+    header = compared.read_text().splitlines()[2]
+    assert header == "| pair | method | cases | MAE | ME | SLICE_DIFF |"
+    with pytest.raises(SystemExit, match="unknown SSIM3"):
+        train_main([*args, "--metrics", "MAE,SSIM3"])
+
 
 @pytest.mark.slow
 def test_the_medtrans_cli_translates_with_an_exported_bundle_folder(tmp_path, data_root):

@@ -62,7 +62,7 @@ def _export(args: argparse.Namespace, argv: list[str]) -> None:
     print(json.dumps({"bundle": str(bundle.path), "name": bundle.name, "pairs": bundle.metadata["pairs"]}))
 
 
-def _split_cases(text: str | None) -> list[str] | None:
+def _comma_list(text: str | None) -> list[str] | None:
     return [case.strip() for case in text.split(",") if case.strip()] if text else None
 
 
@@ -75,9 +75,9 @@ def _select(args: argparse.Namespace, argv: list[str]) -> None:
     meta = load_bundle(args.bundle_dir).metadata
     modalities, spacing = meta["modalities"], meta.get("spacing")
     validation = cases_from_spec(
-        args.validation, modalities, spacing, split="val", cases=_split_cases(args.validation_cases)
+        args.validation, modalities, spacing, split="val", cases=_comma_list(args.validation_cases)
     )
-    test = cases_from_spec(args.test, modalities, spacing, split="test", cases=_split_cases(args.test_cases))
+    test = cases_from_spec(args.test, modalities, spacing, split="test", cases=_comma_list(args.test_cases))
     bundle = reselect_bundle(
         args.bundle_dir,
         validation,
@@ -97,17 +97,21 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
     from MedTransCore.bundles import find_bundle
 
     from .data import cases_from_spec
-    from .evaluate import evaluate_cases, write_report
+    from .evaluate import BASELINES, SUMMARY_METRICS, evaluate_cases, write_report
 
+    metrics = tuple(_comma_list(args.metrics) or ())
+    if not metrics or (unknown := [m for m in metrics if m not in SUMMARY_METRICS]):
+        raise SystemExit(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(SUMMARY_METRICS)}")
     bundle = find_bundle(args.bundle)
     cases = cases_from_spec(args.data, bundle.metadata["modalities"], bundle.metadata.get("spacing"))
     rows = evaluate_cases(
         bundle,
         cases[: args.max_cases],
+        baselines=(*BASELINES, *args.compare),
         device=args.device,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    write_report(rows, args.out, title=f"{bundle.name} on {args.data}")
+    write_report(rows, args.out, title=f"{bundle.name} on {args.data}", metrics=metrics)
     print(Path(args.out).read_text(encoding="utf-8"), end="")
 
 
@@ -121,7 +125,7 @@ def _crossval(args: argparse.Namespace, argv: list[str]) -> None:
         config,
         out,
         bundle=Path(args.bundle) if args.bundle else None,
-        folds=_split_cases(args.folds),
+        folds=_comma_list(args.folds),
         device=args.device,
         command=_command(argv),
         log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -200,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="markdown table to write (JSON next to it)")
     evaluate.add_argument("--max-cases", type=int, help="evaluate at most N cases")
+    evaluate.add_argument(
+        "--compare", nargs="+", default=[], metavar="BUNDLE", help="other bundles scored on the same cases"
+    )
+    evaluate.add_argument(
+        "--metrics",
+        default="MAE,PSNR,SSIM,MS_SSIM,NCC",
+        help="table columns, comma-separated, of MAE, ME, PSNR, SSIM, MS_SSIM, NCC, SLICE_DIFF",
+    )
     evaluate.add_argument("--device", **device)
     evaluate.set_defaults(func=_evaluate)
 

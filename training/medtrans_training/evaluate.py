@@ -24,6 +24,8 @@ from MedTransCore.preprocess import body_mask, resample_like
 from MedTransCore.translate import translate_image
 
 BASELINES = ("identity", "histogram-matching")
+#: Averaged over cases by :func:`summarise`; the markdown table shows :data:`TABLE_METRICS` unless told otherwise.
+SUMMARY_METRICS = ("MAE", "ME", "PSNR", "SSIM", "MS_SSIM", "NCC", "SLICE_DIFF")
 TABLE_METRICS = ("MAE", "PSNR", "SSIM", "MS_SSIM", "NCC")
 CaseSource = Iterable[tuple[str, Callable[[], tuple[dict[str, sitk.Image], sitk.Image | None]]]]
 
@@ -65,7 +67,8 @@ def evaluate_cases(
     pairs = list(pairs) if pairs is not None else bundle.pairs
     models: list[tuple[str, Bundle]] = [(bundle.name, bundle)]
     for name in baselines:
-        models.append((name, find_bundle(name)))
+        other = find_bundle(name)
+        models.append((other.name, other))
     rows = []
     for case, load in cases:
         images, case_mask = load()
@@ -106,25 +109,31 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     summary: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for (pair, method), group in grouped.items():
         means = {}
-        for metric in TABLE_METRICS:
+        for metric in SUMMARY_METRICS:
             values = [r[metric] for r in group if metric in r and math.isfinite(r[metric])]
             means[metric] = float(np.mean(values)) if values else math.nan
         summary[pair][method] = {**means, "cases": len(group)}
     return dict(summary)
 
 
-def markdown_table(summary: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:
-    """One row per (pair, method): mean MAE, PSNR, SSIM, MS-SSIM, NCC and the number of cases."""
+def markdown_table(
+    summary: dict[str, dict[str, dict[str, float]]], title: str = "", metrics: tuple[str, ...] = TABLE_METRICS
+) -> str:
+    """One row per (pair, method): the number of cases and the mean of each of ``metrics`` (of
+    :data:`SUMMARY_METRICS`; default MAE, PSNR, SSIM, MS-SSIM, NCC)."""
+    unknown = [m for m in metrics if m not in SUMMARY_METRICS]
+    if unknown:
+        raise ValueError(f"unknown table metric(s) {', '.join(unknown)}; choose from {', '.join(SUMMARY_METRICS)}")
     lines = [f"### {title}", ""] if title else []
     lines += [
-        "| pair | method | cases | " + " | ".join(TABLE_METRICS) + " |",
-        "| --- | --- | ---: | " + " | ".join("---:" for _ in TABLE_METRICS) + " |",
+        "| pair | method | cases | " + " | ".join(metrics) + " |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in metrics) + " |",
     ]
     for pair in sorted(summary):
         target = pair.split("->")[1]
         for method, values in summary[pair].items():
             cells = []
-            for metric in TABLE_METRICS:
+            for metric in metrics:
                 unit = metric_unit(metric, target)
                 value = values[metric]
                 text = (
@@ -146,13 +155,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_report(rows: list[dict[str, Any]], out: str | Path, title: str = "") -> dict:
+def write_report(
+    rows: list[dict[str, Any]], out: str | Path, title: str = "", metrics: tuple[str, ...] = TABLE_METRICS
+) -> dict:
     """Write ``out`` (markdown table) and ``out`` with ``.json`` (rows + summary); returns the summary."""
     out = Path(out)
     if not rows:
         raise BundleError("nothing was evaluated: no held-out case has an image pair the model supports")
     summary = summarise(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown_table(summary, title), encoding="utf-8")
+    out.write_text(markdown_table(summary, title, metrics), encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(json_safe({"summary": summary, "rows": rows}), indent=2) + "\n")
     return summary
