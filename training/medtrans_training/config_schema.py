@@ -66,22 +66,51 @@ def _unet_network() -> dict[str, None]:
     return _leaves(*(set(inspect.signature(build_unet_network).parameters) - {"num_modalities"}))
 
 
-def _data() -> dict[str, Any]:
+def _cbct_simulation(value: Any, path: str) -> None:
+    """``data.cbct_simulation``: ``ConeBeamSettings`` fields and ``cache`` (checked by the code that reads them)."""
+    if value is None:
+        return  # in an extra source: no simulation there
+    from .data.cbct_cache import simulation_settings
+
+    simulation_settings(value, path)
+
+
+def _source() -> dict[str, Any]:
+    """The keys that say where cases come from (``data`` and each ``data.extra_sources`` entry)."""
     return {
         **_leaves(
             "source",
-            "modalities",
-            "pairs",
-            "spacing",
-            "patch",
             "root",
             "layout",
             "mr_modality",
+            "flat_modality",  # layout: flat: the modality of every file
             "manifest",
             "val_cases",
             "val_fraction",
             "test_cases",
             "test_fraction",
+        ),  # fmt: skip
+        "phantom": _leaves("anatomy", "shape", "spacing", "train_seeds", "val_seeds", "test_seeds"),
+        "cbct_simulation": _cbct_simulation,  # CBCT simulated from each case's CT, cached (data.cbct_cache)
+    }
+
+
+def _extra_sources(value: Any, path: str) -> None:
+    """``data.extra_sources``: a list of source mappings (more cases in the same run)."""
+    if not isinstance(value, list):
+        raise InputError(f"{path} must be a list of mappings with keys among: {', '.join(_source())}")
+    for index, entry in enumerate(value):
+        check_keys(entry, _source(), f"{path}[{index}]")
+
+
+def _data() -> dict[str, Any]:
+    return {
+        **_source(),
+        **_leaves(
+            "modalities",
+            "pairs",
+            "spacing",
+            "patch",
             "all_targets",
             "standardise",
             "repeats",
@@ -91,8 +120,8 @@ def _data() -> dict[str, Any]:
             "normalisation",
             "balance",
         ),  # fmt: skip
-        "phantom": _leaves("anatomy", "shape", "spacing", "train_seeds", "val_seeds", "test_seeds"),
         "augment": _augment,
+        "extra_sources": _extra_sources,  # more sources of cases in the same run (data.case_loaders)
     }
 
 

@@ -11,8 +11,9 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       phantom: {anatomy: head, shape: [64, 64, 64], train_seeds: [0, 32], val_seeds: [1000, 1004],
                 test_seeds: [2000, 2003]}   # default test seeds: 2000 up, as many as the validation seeds
       root: /data/brats            # source: folder
-      layout: auto                 # auto | synthrad | brats | simple | ixi
+      layout: auto                 # auto | synthrad | brats | simple | ixi | flat
       mr_modality: MR_T1           # what SynthRAD's mr.* is
+      flat_modality: CT            # layout: flat: every image file in root is one case of this modality
       manifest: cases.csv          # source: manifest (a split column train/val/test is honoured)
       val_cases: [TCGA-DU-7294]    # or val_fraction: 0.2 (the last cases by sorted id before the test ones)
       test_cases: [IXI002]         # or test_fraction: 0.2 (the last cases by sorted id); never trained on
@@ -25,6 +26,14 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       context: 1                   # sampling: slices: neighbouring slices on each side
       normalisation: brain_percentiles   # sampling: slices: MR scheme (MedTransCore.modalities.MR_SCHEMES)
       balance: pairs               # sampling: slices: visits per case ∝ its ordered sequence pairs (default: cases)
+      cbct_simulation: {views: 200, seed: 0, cache: runs/cbct-cache}   # every case's CBCT simulated from its CT
+                                   # (MedTransCore.phantoms.cone_beam.ConeBeamSettings fields; seed: per case from
+                                   # this and the case id; cache: relative to the current directory; see cbct_cache)
+      extra_sources:               # more cases in the same run, e.g. phantoms next to real CTs:
+        - {source: phantom, phantom: {anatomy: pelvis, train_seeds: [0, 8], val_seeds: [1000, 1001]}}
+                                   # each entry has its own source keys (source ... test_fraction); it takes
+                                   # modalities and spacing from data, and cbct_simulation unless it sets one
+                                   # (null: off); case ids must differ between sources
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +52,7 @@ import yaml
 
 from MedTransCore.errors import InputError
 
+from .cbct_cache import SimulatedCBCTLoader, inner_modalities, simulation_loaders
 from .dataset import paired_patch_dataset, resolve_pairs
 from .layouts import CaseRecord, discover_cases, read_manifest
 from .slices import slice_stack_dataset
@@ -49,6 +60,7 @@ from .slices import slice_stack_dataset
 __all__ = [
     "CaseLoader",
     "PhantomLoader",
+    "SimulatedCBCTLoader",
     "build_datasets",
     "case_loaders",
     "cases_from_spec",
@@ -137,14 +149,49 @@ def _split_records(data: dict[str, Any], records: list[CaseRecord]) -> None:
 
 
 def case_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Any]]:
-    """``(case id, loader)`` of one split (``"train"``, ``"val"`` or ``"test"``); a loader returns ``(images, mask)``."""
+    """``(case id, loader)`` of one split (``"train"``, ``"val"`` or ``"test"``); a loader returns ``(images, mask)``.
+
+    The cases of ``data`` come first, then those of each ``data.extra_sources`` entry (with the run's
+    ``modalities`` and ``spacing``, and its ``cbct_simulation`` unless the entry sets one); with ``cbct_simulation``
+    a source's CBCT is simulated from its CT.
+
+    Raises:
+        InputError: a bad source, or one case id in two sources.
+    """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    run = {"modalities": data["modalities"], "spacing": data.get("spacing")}
+    extras = [
+        {"cbct_simulation": data.get("cbct_simulation"), **extra, **run} for extra in data.get("extra_sources") or []
+    ]
+    sources = [data, *extras]
+    loaders = [pair for source in sources for pair in _source_loaders(source, split)]
+    repeated = sorted(case for case, count in Counter(case for case, _ in loaders).items() if count > 1)
+    if repeated:
+        raise InputError(f"case id(s) {', '.join(repeated)} come from two data sources (data.extra_sources)")
+    return loaders
+
+
+def _source_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Any]]:
+    """The cases of one source, their CBCT simulated from their CT when it has ``cbct_simulation``."""
+    simulation = data.get("cbct_simulation")
+    if not simulation:
+        return _plain_loaders(data, split)
+    modalities = tuple(data["modalities"])
+    if "CBCT" not in modalities:
+        raise InputError("data.cbct_simulation makes CBCT images: data.modalities must list CBCT")
+    inner = _plain_loaders({**data, "modalities": list(inner_modalities(modalities))}, split)
+    return simulation_loaders(inner, modalities, simulation)
+
+
+def _plain_loaders(data: dict[str, Any], split: str) -> list[tuple[str, Any]]:
     source = data.get("source", "phantom")
     if source == "phantom":
         return _phantom_loaders(data, split)
     if source == "folder":
-        records = discover_cases(data["root"], data.get("layout", "auto"), data.get("mr_modality", "MR_T1"))
+        records = discover_cases(
+            data["root"], data.get("layout", "auto"), data.get("mr_modality", "MR_T1"), data.get("flat_modality", "CT")
+        )
     elif source == "manifest":
         records = read_manifest(data["manifest"])
     else:

@@ -8,6 +8,9 @@ Supported:
 * ``brats``: BraTS 2023+ ``<case>/<case>-{t1n,t1c,t2w,t2f}.nii.gz`` and the older ``<case>/<case>_{t1,t1ce,t2,flair}.nii.gz``.
 * ``simple``: ``<case>/{t1,t1c,t2,flair,pd,ct,cbct}.nii.gz`` (e.g. ``/work/shared/data/brain_mr``).
 * ``ixi``: per-modality folders ``IXI-T1/IXI002-Guys-0828-T1.nii.gz``, ``IXI-T2/...``, ``IXI-PD/...``.
+* ``flat``: every image file directly in the folder is one case of one modality (``flat_modality``, default ``CT``),
+  case id = file name without its suffix; unpaired, so only named explicitly (e.g. CTs whose CBCT is simulated,
+  ``data.cbct_simulation``), never by ``auto``.
 * a manifest (CSV or JSON): one row per case with a ``case`` column, modality-key columns (``CT``, ``MR_T1``, ...)
   holding paths (relative to the manifest), optional ``mask`` and ``split`` (``train``/``val``/``test``) columns.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from MedTransCore.errors import InputError
-from MedTransCore.modalities import MODALITIES
+from MedTransCore.modalities import MODALITIES, get_modality
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 SYNTHRAD_NAMES = {"ct": "CT", "cbct": "CBCT"}
@@ -45,7 +48,7 @@ BRATS_SUFFIXES = {
     "flair": "MR_FLAIR",
 }
 IXI_FOLDERS = {"IXI-T1": "MR_T1", "IXI-T2": "MR_T2", "IXI-PD": "MR_PD"}
-LAYOUTS = ("auto", "synthrad", "brats", "simple", "ixi")
+LAYOUTS = ("auto", "synthrad", "brats", "simple", "ixi", "flat")
 
 
 @dataclass
@@ -126,6 +129,11 @@ def discover_ixi(root: Path) -> list[CaseRecord]:
     return [by_case[c] for c in sorted(by_case) if len(by_case[c].images) >= 2]
 
 
+def discover_flat(root: Path, modality: str = "CT") -> list[CaseRecord]:
+    get_modality(modality)
+    return [CaseRecord(stem, {modality: path}) for stem, path in _images_in(root).items()]
+
+
 def read_manifest(path: str | Path) -> list[CaseRecord]:
     """Cases from a CSV or JSON manifest (a list of row objects, or ``{"cases": [...]}``)."""
     path = Path(path)
@@ -153,11 +161,19 @@ def read_manifest(path: str | Path) -> list[CaseRecord]:
     return cases
 
 
-def discover_cases(root: str | Path, layout: str = "auto", mr_modality: str = "MR_T1") -> list[CaseRecord]:
+def discover_cases(
+    root: str | Path, layout: str = "auto", mr_modality: str = "MR_T1", flat_modality: str = "CT"
+) -> list[CaseRecord]:
     """Cases under ``root`` in one of :data:`LAYOUTS` (``auto`` tries ixi, brats, synthrad, simple in turn).
 
+    Args:
+        root: the data folder.
+        layout: one of :data:`LAYOUTS`.
+        mr_modality: what SynthRAD's ``mr.*`` is.
+        flat_modality: the modality of every file of the ``flat`` layout.
+
     Raises:
-        InputError: no folder, unknown layout, or no case with two or more modalities.
+        InputError: no folder, unknown layout, or no case (with two or more modalities, except ``flat``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -167,11 +183,13 @@ def discover_cases(root: str | Path, layout: str = "auto", mr_modality: str = "M
         "brats": discover_brats,
         "synthrad": lambda r: discover_synthrad(r, mr_modality),
         "simple": discover_simple,
+        "flat": lambda r: discover_flat(r, flat_modality),
     }
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    for name in finders if layout == "auto" else [layout]:
+    for name in [n for n in finders if n != "flat"] if layout == "auto" else [layout]:
         cases = finders[name](root)
         if cases:
             return cases
-    raise InputError(f"no paired cases found in {root} (layout {layout}); see medtrans_training.data.layouts")
+    what = "image files" if layout == "flat" else "paired cases"
+    raise InputError(f"no {what} found in {root} (layout {layout}); see medtrans_training.data.layouts")
