@@ -21,6 +21,7 @@ _FAMILY_PATHS: dict[str, str] = {
     "unet": "MedTransCore.models.unet:UNetTranslator",
     "aldm": "MedTransCore.models.aldm:ALDMTranslator",
     "slice_unet": "MedTransCore.models.slice_unet:SliceUNetTranslator",
+    "vid2vid": "MedTransCore.models.vid2vid:Vid2VidTranslator",
     # baselines (no training)
     "identity": "MedTransCore.models.baselines:IdentityTranslator",
     "histogram_matching": "MedTransCore.models.baselines:HistogramMatchingTranslator",

@@ -9,6 +9,8 @@ mask of that slice. Items hold:
   the case lacks is the background value;
 * ``"available"``: ``(M,)`` bool, the modalities the case has;
 * ``"mask"``: ``(1, H, W)`` float32, the body mask of the centre slice;
+* ``"masks"``: ``(2 * context + 1, H, W)`` float32, the body mask of every slice of the stack (a stack used as a
+  clip of consecutive slices, ``vid2vid``);
 * ``"case"``: the case id.
 
 Only in-plane flips are applied here; stages augment in-plane geometry and intensities on whole batches.
@@ -63,18 +65,19 @@ class RandSliceStackd(Randomizable, Transform):
             cy, cx = (int(v) for v in points[self.R.randint(len(points))])
             top, left = cy - h // 2, cx - w // 2
         images = torch.full((len(self.modalities), len(rows), h, w), BACKGROUND)
-        crop_mask = torch.zeros((1, h, w))
+        crop_masks = torch.zeros((len(rows), h, w))
         # The part of the crop inside the volume (a crop near the border is padded with background).
         y0, y1 = max(top, 0), min(top + h, height)
         x0, x1 = max(left, 0), min(left + w, width)
         for m, key in enumerate(self.modalities):
             if key in item["images"]:
                 images[m, :, y0 - top : y1 - top, x0 - left : x1 - left] = item["images"][key][0][rows, y0:y1, x0:x1]
-        crop_mask[0, y0 - top : y1 - top, x0 - left : x1 - left] = mask[z, y0:y1, x0:x1]
+        crop_masks[:, y0 - top : y1 - top, x0 - left : x1 - left] = mask[rows, y0:y1, x0:x1]
         if self.R.rand() < self.flip_prob:
-            images, crop_mask = images.flip(-1), crop_mask.flip(-1)
+            images, crop_masks = images.flip(-1), crop_masks.flip(-1)
         available = torch.tensor([key in item["images"] for key in self.modalities])
-        return {"case": item["case"], "images": images, "available": available, "mask": crop_mask}
+        centre = crop_masks[self.context : self.context + 1].clone()
+        return {"case": item["case"], "images": images, "available": available, "mask": centre, "masks": crop_masks}
 
 
 class SliceStacks(torch.utils.data.Dataset):
