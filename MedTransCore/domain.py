@@ -40,7 +40,15 @@ KINDS = ("real", "phantom", "unknown")
 # What a bundle's metadata ``domain`` may say (validated in MedTransCore.bundles.validate_metadata).
 BUNDLE_ANATOMIES = ("brain", "head", "pelvis", "thorax", "abdomen", "any")
 BUNDLE_PREPROCESSING = ("skull-stripped", "whole-head", "any")
-BUNDLE_TRAINING_DATA = ("real", "phantom", "none")
+# "simulated": real anatomy whose source images were simulated (a CBCT forward-projected from a real CT), with or
+# without phantoms; like "phantom", it fits only inputs known to be phantoms by default.
+BUNDLE_TRAINING_DATA = ("real", "phantom", "simulated", "none")
+_TRAINING_DATA_WORDS = {
+    "real": "real data",
+    "phantom": "phantom data",
+    "simulated": "simulated sources of real and phantom anatomy",
+    "none": "no training data",
+}
 
 # The generator's marker: "MedTrans PHANTOM <anatomy> seed <n> (simulated, not a patient)" (fits NIfTI's 80 chars).
 PHANTOM_MARKER = "MedTrans PHANTOM"
@@ -296,7 +304,7 @@ def bundle_domain_words(domain: Mapping | None) -> str:
     """``"brain, skull-stripped, real data"`` for a bundle's metadata ``domain`` (``None``: not declared)."""
     if not domain:
         return "domain not declared"
-    data = {"real": "real data", "phantom": "phantom data", "none": "no training data"}[domain["training_data"]]
+    data = _TRAINING_DATA_WORDS[domain["training_data"]]
     return f"{domain['anatomy']}, {domain['preprocessing']}, {data}"
 
 
@@ -304,7 +312,8 @@ def domain_misfits(domain: InputDomain, bundle_domain: Mapping | None) -> list[s
     """Why an input does not fit a model's training domain (empty: it fits).
 
     An unknown input property fits only a bundle that accepts ``"any"``, except the kind: a real-data bundle
-    fits real and unknown inputs (and phantoms), a phantom-data bundle fits only inputs known to be phantoms.
+    fits real and unknown inputs (and phantoms), a phantom-data or simulated-source bundle fits only inputs known
+    to be phantoms (a simulated CBCT is not a scanner's, even of real anatomy).
     A bundle that declares no domain fits nothing by default (it may be phantom-trained).
     """
     if not bundle_domain:
@@ -313,6 +322,9 @@ def domain_misfits(domain: InputDomain, bundle_domain: Mapping | None) -> list[s
     if bundle_domain["training_data"] == "phantom" and domain.kind != "phantom":
         what = "real data" if domain.kind == "real" else "an input not marked as a phantom"
         misfits.append(f"it was trained only on simulated phantoms and this is {what}")
+    if bundle_domain["training_data"] == "simulated" and domain.kind != "phantom":
+        what = "real data" if domain.kind == "real" else "an input not marked as a phantom"
+        misfits.append(f"its training sources were simulated (not a scanner's) and this is {what}")
     if bundle_domain["anatomy"] != "any" and bundle_domain["anatomy"] != domain.anatomy:
         seen = f"this looks like {domain.anatomy}" if domain.anatomy != "unknown" else "this input's anatomy is unknown"
         misfits.append(f"it was trained on {bundle_domain['anatomy']}, {seen}")

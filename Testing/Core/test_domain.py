@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedTransCore.domain import InputDomain, classify_domain, domain_hints, domain_misfits
+from MedTransCore.domain import InputDomain, bundle_domain_words, classify_domain, domain_hints, domain_misfits
 from MedTransCore.phantoms import generate_phantom
 from MedTransCore.plausibility import check_plausibility
 
@@ -113,6 +113,15 @@ def test_classifying_a_brats_sized_volume_takes_well_under_a_second():
 def test_a_skull_stripped_scan_fits_only_a_model_trained_on_data_like_it(bundle_domain, fits):
     scan = InputDomain("brain", "skull-stripped", "unknown")
     assert (not domain_misfits(scan, bundle_domain)) is fits
+
+
+def test_a_model_trained_on_simulated_sources_fits_a_phantom_but_not_a_scan_and_says_why():
+    simulated = {"anatomy": "any", "preprocessing": "any", "training_data": "simulated"}
+    assert not domain_misfits(InputDomain("head", "whole-head", "phantom"), simulated)
+    for kind in ("real", "unknown"):
+        (why,) = domain_misfits(InputDomain("head", "whole-head", kind), simulated)
+        assert "simulated (not a scanner's)" in why
+    assert "simulated sources of real and phantom anatomy" in bundle_domain_words(simulated)
 
 
 def test_the_demo_writes_its_phantom_with_the_marker_so_the_file_is_translated_as_a_phantom_again(tmp_path):
