@@ -67,7 +67,11 @@ def add_parser(sub) -> None:
         "--mas", type=_mas, default=1000.0, metavar="MAS", help="mAs of the scan, or none: noise-free (default 1000)"
     )
     scan.add_argument(
-        "--scatter", type=_non_negative, default=0.2, metavar="SPR", help="scatter-to-primary ratio (default 0.2)"
+        "--scatter",
+        type=_non_negative,
+        default=0.1,
+        metavar="SPR",
+        help="scatter-to-primary ratio behind 20 cm of water (default 0.1)",
     )
     scan.add_argument("--energy", type=positive_float, default=60.0, metavar="KEV", help="effective keV (default 60)")
     scan.add_argument("--beam-hardening", type=_non_negative, default=0.0, metavar="B", help="0 to 1 (default 0: none)")

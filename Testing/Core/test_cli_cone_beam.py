@@ -72,3 +72,12 @@ def test_a_phantom_can_take_its_cbct_from_the_rtk_simulation(tmp_path):
     assert cbct.GetSize() == (32, 32, 32)
     info = json.loads((tmp_path / "phantom.json").read_text())["parameters"]["cbct_physics"]
     assert info["synthetic"] == "simulated CBCT" and info["settings"]["views"] == 24
+
+
+def test_the_scan_options_default_to_the_simulators_own_settings(tmp_path):
+    from MedTransCore.cli.main import build_parser
+    from MedTransCore.cli.phantom import _scan_settings
+    from MedTransCore.phantoms import ConeBeamSettings
+
+    args = build_parser().parse_args(["phantom", "--cbct-from", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path)])
+    assert _scan_settings(args) == ConeBeamSettings()

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 4 -m medtrans_training train CONFIG --run-dir DIR      # DDP, one GPU per process
     medtrans-train export RUN_DIR --out BUNDLE_DIR [--name NAME] [--keep-all-pairs] [--max-cases N]
     medtrans-train select BUNDLE_DIR --validation SPEC --test SPEC [--validation-cases A,B] [--test-cases C,D]
-    medtrans-train evaluate BUNDLE --data SPEC --out table.md [--max-cases N]
+    medtrans-train evaluate BUNDLE --data SPEC --out table.md [--max-cases N] [--figure F.png [--figure-cases N]]
     medtrans-train crossval CONFIG --out DIR [--bundle BUNDLE_DIR] [--folds A,B] [--table T.md] [--figure F.png]
         [--readme README.md]
 
@@ -104,14 +104,24 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
         raise SystemExit(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(SUMMARY_METRICS)}")
     bundle = find_bundle(args.bundle)
     cases = cases_from_spec(args.data, bundle.metadata["modalities"], bundle.metadata.get("spacing"))
+    if args.figure_cases < 1:
+        raise SystemExit(f"--figure-cases must be at least 1, got {args.figure_cases}")
+    keep = {} if args.figure else None
     rows = evaluate_cases(
         bundle,
         cases[: args.max_cases],
         baselines=(*BASELINES, *args.compare),
         device=args.device,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        keep=keep,
     )
-    write_report(rows, args.out, title=f"{bundle.name} on {args.data}", metrics=metrics)
+    title = f"{bundle.name} on {args.data}"
+    write_report(rows, args.out, title=title, metrics=metrics)
+    if keep:
+        from .evaluate_figure import evaluation_figure
+
+        drawn = evaluation_figure(rows, keep, args.figure, max_cases=args.figure_cases, title=title)
+        print(f"figure: {drawn['path']}", file=sys.stderr, flush=True)
     print(Path(args.out).read_text(encoding="utf-8"), end="")
 
 
@@ -211,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         default="MAE,PSNR,SSIM,MS_SSIM,NCC",
         help="table columns, comma-separated, of MAE, ME, PSNR, SSIM, MS_SSIM, NCC, SLICE_DIFF",
+    )
+    evaluate.add_argument(
+        "--figure", metavar="PNG", help="also draw source | each method | truth (axial and coronal) of a few cases"
+    )
+    evaluate.add_argument(
+        "--figure-cases", type=int, default=4, metavar="N", help="cases in the --figure (default 4, the first ones)"
     )
     evaluate.add_argument("--device", **device)
     evaluate.set_defaults(func=_evaluate)

@@ -23,6 +23,8 @@ from MedTransCore.metrics import compute_metrics, metric_unit
 from MedTransCore.preprocess import body_mask, resample_like
 from MedTransCore.translate import translate_image
 
+from .evaluate_figure import central_slices
+
 BASELINES = ("identity", "histogram-matching")
 #: Averaged over cases by :func:`summarise`; the markdown table shows :data:`TABLE_METRICS` unless told otherwise.
 SUMMARY_METRICS = ("MAE", "ME", "PSNR", "SSIM", "MS_SSIM", "NCC", "SLICE_DIFF")
@@ -48,6 +50,7 @@ def evaluate_cases(
     device: str = "auto",
     progress: Callable[[str], None] | None = None,
     cache: dict[tuple[str, str, str, str], dict[str, Any]] | None = None,
+    keep: dict[tuple[str, str, str, str], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Translate every held-out pair with the bundle and each baseline and score it.
 
@@ -60,6 +63,10 @@ def evaluate_cases(
         progress: called with a line of text per translation.
         cache: rows by ``(case, source, target, method)``, read and filled: several bundles scored on the same
             cases translate each baseline once.
+        keep: when given, filled with the central axial and coronal slices of the body
+            (``evaluate_figure.central_slices``) by ``(case, source, target, name)``, ``name`` a method,
+            ``"source"`` or ``"truth"``, for ``evaluate_figure.evaluation_figure``; a method read from ``cache``
+            keeps none.
 
     Returns:
         rows ``{"case", "source", "target", "method", **metrics}``; ``method`` is the bundle name or a baseline.
@@ -84,6 +91,9 @@ def evaluate_cases(
                 mask_image = body_mask(reference, target)
             mask = sitk.GetArrayFromImage(mask_image) > 0
             ref_array = sitk.GetArrayFromImage(reference)
+            if keep is not None:
+                keep[(case, source, target, "source")] = central_slices(images[source], mask_image)
+                keep[(case, source, target, "truth")] = central_slices(reference, mask_image)
             for method, model in models:
                 if not model.supports(source, target):
                     continue
@@ -98,6 +108,8 @@ def evaluate_cases(
                 rows.append({"case": case, "source": source, "target": target, "method": method, **metrics})
                 if cache is not None:
                     cache[key] = rows[-1]
+                if keep is not None:
+                    keep[key] = central_slices(result.image, mask_image)
     return rows
 
 
