@@ -188,6 +188,14 @@ def test_evaluate_writes_a_table_of_the_model_against_identity_and_histogram_mat
     with pytest.raises(SystemExit, match="unknown SSIM3"):
         train_main([*args, "--metrics", "MAE,SSIM3"])
 
+    data = {"source": "folder", "root": str(tmp_path / "ct"), "modalities": ["CBCT", "CT"], "test_cases": ["p1"]}
+    config = {"stage": "unet", "data": data}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    held_out = tmp_path / "eval" / "held_out.md"
+    args = ["evaluate", str(bundle.path), "--data", str(tmp_path / "run.json"), "--out", str(held_out)]
+    train_main([*args, "--split", "test", "--device", "cpu"])
+    assert {r["case"] for r in json.loads(held_out.with_suffix(".json").read_text())["rows"]} == {"p1"}
+
 
 @pytest.mark.slow
 def test_the_medtrans_cli_translates_with_an_exported_bundle_folder(tmp_path, data_root):

@@ -103,7 +103,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
     if not metrics or (unknown := [m for m in metrics if m not in SUMMARY_METRICS]):
         raise SystemExit(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(SUMMARY_METRICS)}")
     bundle = find_bundle(args.bundle)
-    cases = cases_from_spec(args.data, bundle.metadata["modalities"], bundle.metadata.get("spacing"))
+    cases = cases_from_spec(args.data, bundle.metadata["modalities"], bundle.metadata.get("spacing"), split=args.split)
     if args.figure_cases < 1:
         raise SystemExit(f"--figure-cases must be at least 1, got {args.figure_cases}")
     keep = {} if args.figure else None
@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="markdown table to write (JSON next to it)")
     evaluate.add_argument("--max-cases", type=int, help="evaluate at most N cases")
+    evaluate.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="val",
+        help="which split of a run config or manifest --data names (default val)",
+    )
     evaluate.add_argument(
         "--compare", nargs="+", default=[], metavar="BUNDLE", help="other bundles scored on the same cases"
     )
