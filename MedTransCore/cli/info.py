@@ -23,10 +23,17 @@ def add_parser(sub) -> None:
         "--model", action="append", metavar="NAME_OR_FOLDER", help="benchmark this bundle (repeatable; default: all)"
     )
     p.add_argument("--family", action="append", help="only bundles of this family (repeatable)")
-    p.add_argument(
+    instead = p.add_mutually_exclusive_group()
+    instead.add_argument(
         "--dose",
         action="store_true",
         help="instead: the dose check on held-out head phantoms (CBCT, histogram matching, the model; minutes)",
+    )
+    instead.add_argument(
+        "--cbct-simulation",
+        action="store_true",
+        help="instead: the RTK cone-beam simulation's speed, water/air HU, cupping, noise and streaks (minutes; "
+        "with --quick: tiny grids)",
     )
     p.set_defaults(run=run_benchmark)
 
@@ -76,6 +83,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
         rows = dose_benchmark(progress=progress)
         progress.close()
         print(format_dose_table(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
+    if args.cbct_simulation:
+        from ..benchmark_cone_beam import cone_beam_benchmark, format_cone_beam_table
+
+        rows = cone_beam_benchmark(quick=args.quick, progress=progress)
+        progress.close()
+        print(format_cone_beam_table(rows))
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2) + "\n")
         return 0
