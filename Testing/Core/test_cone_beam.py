@@ -1,4 +1,5 @@
-"""Cone-beam CT simulated from a CT with RTK: calibration, geometry, noise, scatter, truncation, half fan, errors.
+"""Cone-beam CT simulated from a CT with RTK: calibration, geometry, noise, scatter, beam hardening, truncation, half
+fan, errors.
 
 The volumes are small and coarse (4 mm voxels and detector pixels, few views) so each scan takes about a second.
 """
@@ -11,7 +12,7 @@ import SimpleITK as sitk
 
 from MedTransCore.errors import CancelledError, InputError
 from MedTransCore.phantoms import ConeBeamResult, ConeBeamSettings, simulate_cbct
-from MedTransCore.phantoms.cone_beam_physics import water_mu_per_mm
+from MedTransCore.phantoms.cone_beam_physics import detect, reference_dense_line_integral, water_mu_per_mm
 
 from .helpers import assert_same_geometry, ct_like_volume
 
@@ -119,6 +120,56 @@ def test_half_fan_reconstructs_a_wider_field_of_view_than_full_fan():
     assert not half.metadata["truncated"]
     r, slab = radius_map(ct), central_slices(half)
     assert abs(slab[:, r < 150].mean()) < 15.0, "the displaced-detector weighting must keep water at 0 HU"
+
+
+def with_rods(ct: sitk.Image, hu: float, offset_mm: float = 30.0, radius_mm: float = 8.0) -> sitk.Image:
+    """``ct`` with two dense rods along the slice axis at x = +-offset_mm, y = 0 from the axis."""
+    array = sitk.GetArrayFromImage(ct)
+    nx, ny, _ = ct.GetSize()
+    sx, sy, _ = ct.GetSpacing()
+    x, y = (np.arange(nx) - (nx - 1) / 2) * sx, (np.arange(ny) - (ny - 1) / 2) * sy
+    for sign in (-1, 1):
+        array[:, np.hypot(x[None, :] - sign * offset_mm, y[:, None]) < radius_mm] = hu
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(ct)
+    return out
+
+
+def test_beam_hardening_darkens_water_between_two_metal_rods_and_leaves_far_water_alone():
+    ct = with_rods(water_cylinder(80.0), 3000.0)
+    n = ct.GetSize()[0]
+    x = (np.arange(n) - (n - 1) / 2) * 4.0
+    between = (np.abs(x[None, :]) < 14) & (np.abs(x[:, None]) < 3)
+    far = (np.abs(x[:, None]) > 45) & (radius_map(ct) < 65)
+    linear, hardened = (simulate_cbct(ct, ConeBeamSettings(**FAST, beam_hardening=b)) for b in (0.0, 0.2))
+    delta = central_slices(hardened) - central_slices(linear)
+    assert delta[:, between].mean() < -40.0, "the rays through both rods must leave a dark streak between them"
+    assert abs(delta[:, far].mean()) < 3.0 and np.abs(delta[:, far]).max() < 10.0, "water away from them stays"
+    assert "dense_projection" in hardened.metadata["timings_s"]
+    assert "dense_projection" not in linear.metadata["timings_s"]
+
+
+def test_without_beam_hardening_nothing_changes_and_no_dense_projection_is_made():
+    ct = with_rods(water_cylinder(60.0, size=40, slices=8), 1500.0, offset_mm=20.0, radius_mm=6.0)
+    default = simulate_cbct(ct, ConeBeamSettings(**FAST))
+    explicit = simulate_cbct(ct, ConeBeamSettings(**FAST, beam_hardening=0.0))
+    assert np.array_equal(sitk.GetArrayFromImage(default.image), sitk.GetArrayFromImage(explicit.image))
+    assert "dense_projection" not in default.metadata["timings_s"]
+    assert list(default.metadata["timings_s"]) == list(explicit.metadata["timings_s"])
+
+
+def test_beam_hardening_spares_water_and_measures_two_cm_of_bone_one_over_one_plus_b():
+    mu = water_mu_per_mm(60.0)
+    water = np.full((1, 2, 3), 30.0 * mu * 10.0, dtype=np.float32)  # 30 cm of water
+    common = {"mu_water": mu, "u_mm": np.arange(3.0), "pixel_mm": 1.0, "spr": 0.0, "photons": None, "rng": None}
+    plain = detect(water, beam_hardening=0.0, **common)
+    assert np.array_equal(detect(water, beam_hardening=0.3, **common), plain)
+    assert np.array_equal(detect(water, beam_hardening=0.3, dense=np.zeros_like(water), **common), plain)
+    d_ref = reference_dense_line_integral(mu)
+    assert d_ref == pytest.approx(mu * 1.3 * 20.0)
+    bone = np.full((1, 2, 3), 2.5 * mu * 20.0, dtype=np.float32)  # 2 cm of 1500 HU: 1.2 water + 1.3 dense
+    measured = detect(bone, beam_hardening=0.05, dense=np.full_like(bone, d_ref), **common)
+    assert measured == pytest.approx(bone - d_ref + d_ref / 1.05, rel=1e-5)
 
 
 @pytest.mark.parametrize(
