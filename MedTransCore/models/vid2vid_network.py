@@ -23,8 +23,10 @@ Choices (and why):
   available offline either.
 * ``upsample="nontrainable"`` (convolution then bilinear interpolation) by default: transposed convolutions
   leave a checkerboard that the autoregression feeds back slice after slice (``"deconv"`` stays selectable).
-* Batch norm by default: a CBCT's HU offset is per scan and only the absolute level tells it; instance norm
-  removes that level per slice (the 3D ``unet`` family measured the same).
+* Instance norm by default. With batch norm (batches of 4 clips) the trained generator leaned on the batch
+  statistics and carried a +66 HU bias in eval mode, where running statistics replace them (validation MAE 87 HU
+  against the CBCT's own 77 HU); with instance norm it reached 30 HU on the same cases. The residual path keeps
+  the absolute level, so instance norm removing it inside the network costs nothing on a water-calibrated CBCT.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ __all__ = ["UPSAMPLE_MODES", "Vid2VidGenerator", "build_vid2vid"]
 UPSAMPLE_MODES = ("nontrainable", "deconv", "pixelshuffle")
 #: BasicUNet down-samples four times.
 DIVISOR = 16
+#: In-plane sizes are padded to at least this: instance norm needs more than one voxel at the deepest level.
+MIN_SIDE = 2 * DIVISOR
 
 
 class Vid2VidGenerator(nn.Module):
@@ -112,8 +116,8 @@ class Vid2VidGenerator(nn.Module):
             history[:, slot] = slice_[:, 0]
             flags[:, slot] = 1.0
         x = torch.cat([sources, history, flags], 1)
-        pad_h = math.ceil(height / DIVISOR) * DIVISOR - height
-        pad_w = math.ceil(width / DIVISOR) * DIVISOR - width
+        pad_h = max(math.ceil(height / DIVISOR) * DIVISOR, MIN_SIDE) - height
+        pad_w = max(math.ceil(width / DIVISOR) * DIVISOR, MIN_SIDE) - width
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         residual = self.backbone(x)[:, :, :height, :width]
@@ -143,7 +147,7 @@ def build_vid2vid(
     context: int = 2,
     previous: int = 2,
     features: Sequence[int] = (16, 16, 32, 64, 128, 16),
-    norm: str | None = "batch",
+    norm: str | None = "instance",
     upsample: str = "nontrainable",
     dropout: float = 0.0,
 ) -> Vid2VidGenerator:

@@ -34,7 +34,7 @@ def vid2vid_config(**loss) -> dict:
                 "spacing": [6.0, 6.0, 6.0],
                 "sampling": "slices",
                 "context": 2,
-                "patch": [16, 16],
+                "patch": [32, 32],
                 "phantom": {
                     "anatomy": "head",
                     "shape": [32, 32, 24],
@@ -69,7 +69,7 @@ def train_logs(run) -> list[dict]:
 def test_a_slice_item_holds_a_clip_of_both_modalities_with_a_mask_per_slice():
     train, _ = build_datasets(vid2vid_config()["data"])
     item = train[0]
-    assert item["images"].shape == (2, 5, 16, 16) and item["masks"].shape == (5, 16, 16)
+    assert item["images"].shape == (2, 5, 32, 32) and item["masks"].shape == (5, 32, 32)
     torch.testing.assert_close(item["mask"], item["masks"][2:3])
     assert item["mask"].sum() > 0
 

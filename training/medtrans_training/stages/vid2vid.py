@@ -8,7 +8,7 @@ Config::
       pairs: [[CBCT, CT]]          # exactly one pair: the source and the target of the clip
       patch: [96, 96]
     model:
-      network: {context: 2, previous: 2, features: [16, 16, 32, 64, 128, 16], norm: batch, upsample: nontrainable}
+      network: {context: 2, previous: 2, features: [16, 16, 32, 64, 128, 16], norm: instance, upsample: nontrainable}
       loss: {body_weight: 4.0, temporal: 1.0, gan: 0.0, temporal_gan: 0.0}
       discriminator: {channels: 16, num_layers_d: 3}
       optim: {discriminator: {betas: [0.5, 0.999]}, temporal_discriminator: {betas: [0.5, 0.999]}}
