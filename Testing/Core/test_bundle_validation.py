@@ -29,7 +29,7 @@ BAD_METADATA = {
     "a boolean in the grid": (lambda m: m.update(grid=[True, 8, 8]), "field 'grid'"),
     "empty normalisation": (lambda m: m.update(normalisation={}), "field 'normalisation' is empty"),
     "a list as a modality": (lambda m: m.update(modalities=[["CT"]]), "field 'modalities'"),
-    "an unknown family": (lambda m: m.update(family="vid2vid"), "field 'family': unknown model family 'vid2vid'"),
+    "an unknown family": (lambda m: m.update(family="cyclegan"), "field 'family': unknown model family 'cyclegan'"),
 }
 
 

@@ -166,6 +166,18 @@ def test_a_named_phantom_model_on_an_unmarked_scan_may_run_with_a_warning_naming
     assert len(misfits) == 1 and "trained only on simulated phantoms" in misfits[0]
 
 
+def test_the_vid2vid_model_is_offered_for_cbct_to_ct_with_its_simulated_training_domain(scene, logic, phantom):
+    (vid2vid,) = [b for b in logic.availableModels("CBCT", "CT") if b.family == "vid2vid"]
+    marked = _node(scene, phantom.images["CBCT"], "demo CBCT", marked=True)
+    check = logic.preflight(marked, "CBCT", "CT", model=vid2vid.name)
+    assert check.ok and check.modelDomain == "any, any, simulated sources of real and phantom anatomy"
+    assert check.limitations == vid2vid.metadata["limitations"] and "simulated" in check.limitations
+
+    unmarked = _node(scene, phantom.images["CBCT"], "patient CBCT", marked=False)
+    check = logic.preflight(unmarked, "CBCT", "CT", model=vid2vid.name)
+    assert check.ok and any("training sources were simulated" in w for w in check.warnings)
+
+
 def test_the_plausibility_warnings_are_shown_before_a_run_even_when_it_is_refused(scene, logic):
     ct = addVolume(scene, headArray(), obliqueMatrix(), "head")  # HU down to -1000, declared as an MR
     check = logic.preflight(ct, "MR_T1", "MR_T1")

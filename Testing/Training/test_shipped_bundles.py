@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from medtrans_training.data import cases_from_spec
+from medtrans_training.data import case_loaders, cases_from_spec
 from medtrans_training.evaluate import BASELINES, evaluate_cases
 from medtrans_training.selection import MIN_SSIM, RULE, beats, trained_pairs, training_cases
 from MedTransCore.bundles import SHIPPED_DIR, Bundle, load_bundle
@@ -26,10 +26,11 @@ TRAINED = sorted(
 SPLIT_SELECTED = [name for name in TRAINED if "test" in load_bundle(SHIPPED_DIR / name).metadata["metrics"]]
 CROSS_VALIDATED = [name for name in TRAINED if "crossval" in load_bundle(SHIPPED_DIR / name).metadata["metrics"]]
 PHANTOM_PREFIX = "phantom:"
+RUN_CONFIG_SPLIT = "the run config's test split"
 
 
 def test_every_trained_family_ships_a_bundle():
-    assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == {"unet", "aldm", "slice_unet"}
+    assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == {"unet", "aldm", "slice_unet", "vid2vid"}
 
 
 @pytest.mark.parametrize("name", SPLIT_SELECTED)
@@ -79,6 +80,13 @@ def recorded_test_cases(bundle: Bundle) -> dict:
     """``{case id: loader}`` of the recorded test cases, rebuilt as ``medtrans-train select`` built them."""
     test, meta = bundle.metadata["metrics"]["test"], bundle.metadata
     spec = test["data"]
+    if spec.startswith(RUN_CONFIG_SPLIT):  # exported from a run: its own data config names the test cases
+        data = meta["training"]["data"]
+        if "root" in data and not Path(data["root"]).is_dir():
+            pytest.skip(f"its test data {data['root']} is not on this machine")
+        loaders = dict(case_loaders(data, "test"))
+        assert set(test["cases"]) <= set(loaders)
+        return {case: loaders[case] for case in test["cases"]}
     if not spec.startswith(PHANTOM_PREFIX):
         if not Path(spec).is_dir():
             pytest.skip(f"its test data {spec} is not on this machine")
