@@ -80,7 +80,8 @@ def scroll_source_and_check_the_others_follow(page: Page, roles: tuple[str, ...]
 def choose(page: Page, test_id: str, option: str) -> None:
     """Pick ``option`` in the drop-down list ``test_id``."""
     page.get_by_test_id(test_id).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    # Only the open menu: the previous menu's list stays in the page while it fades out (same option names).
+    page.locator(".v-overlay--active").get_by_role("option", name=option, exact=True).click()
 
 
 def wait_for_image(page: Page, role: str, script: str, accept, what: str, timeout_s: float = 30.0) -> float:
