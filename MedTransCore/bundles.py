@@ -35,6 +35,8 @@ from .domain import (
     misfit_warning,
 )
 from .errors import BundleError, InputError
+from .intensity_window import FIELD as INTENSITY_WINDOW
+from .intensity_window import check_bundle_windows
 from .modalities import MODALITIES, get_modality
 
 SCHEMA_VERSION = 1
@@ -112,7 +114,8 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> dict:
     """Check the bundle schema; raise ``BundleError`` naming the first problem and its field.
 
     Beyond the JSON types: known modalities and pairs among them, ``spacing`` three numbers within
-    :data:`SPACING_RANGE_MM`, ``grid`` three integers within :data:`GRID_RANGE`, a non-empty ``normalisation``,
+    :data:`SPACING_RANGE_MM`, ``grid`` three integers within :data:`GRID_RANGE`, a non-empty ``normalisation`` (and
+    its ``intensity_window``, :func:`MedTransCore.intensity_window.check_bundle_windows`),
     nesting at most :data:`MAX_METADATA_DEPTH` deep, and plain ``*.safetensors`` weight names with sha256 digests.
     """
     if not isinstance(meta, dict):
@@ -168,6 +171,8 @@ def validate_metadata(meta: Any, where: str = "metadata.json") -> dict:
         _validate_domain(meta["domain"], where)
     if "source_sets" in meta:
         _validate_source_sets(meta["source_sets"], meta["modalities"], where)
+    if INTENSITY_WINDOW in meta["normalisation"]:
+        check_bundle_windows(meta, where)
     for filename, digest in meta["weights"].items():
         if not filename.endswith(".safetensors") or "/" in filename or "\\" in filename:
             raise BundleError(f"{where}: weight file {filename!r} must be a plain *.safetensors name")

@@ -5,6 +5,10 @@ round trip through the pipeline returns the input:
 
 * CT-like (HU): a fixed window ``[-1024, 3000]`` HU -> ``[-1, 1]`` (the SynthRAD evaluation range);
 * MR (unitless, non-negative): ``0 -> -1`` and the robust upper percentile inside the body mask -> ``1``.
+
+A bundle may declare a narrower window per CT-like modality (``normalisation.intensity_window``; the ``window``
+arguments here): its ``[low, high]`` maps to ``[-1, 1]`` and the model's input is clipped to that range
+(``normalise_with_scheme(..., clip=True)``); see :mod:`MedTransCore.intensity_window` for the values outside it.
 """
 
 from __future__ import annotations
@@ -77,7 +81,11 @@ def get_modality(key: str) -> Modality:
 
 
 def normalisation_params(
-    array: np.ndarray, modality: str, mask: np.ndarray | None = None, scheme: str = MR_SCHEMES[0]
+    array: np.ndarray,
+    modality: str,
+    mask: np.ndarray | None = None,
+    scheme: str = MR_SCHEMES[0],
+    window: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """Parameters of the affine normalisation of ``array`` for ``modality``.
 
@@ -89,11 +97,15 @@ def normalisation_params(
             ``"brain_percentiles"`` for skull-stripped brains: the 0.5th and 99.5th percentiles of the non-zero
             (brain) voxels -> -0.8 and 1, so every scan's tissue lands on the same range whatever its offset
             (raw, z-scored and shifted, bias-corrected), with room below for the background.
+        window: CT-like only: a bundle's intensity window ``(low, high)`` in HU for this modality, used instead of
+            ``CT_WINDOW_HU`` (``None``: the default).
 
     Returns:
         ``{"low": value mapped to -1, "high": value mapped to +1}``.
     """
     m = get_modality(modality)
+    if window is not None:
+        return _window_params(m, window)
     if m.is_ct:
         return {"low": CT_WINDOW_HU[0], "high": CT_WINDOW_HU[1]}
     if scheme not in MR_SCHEMES:
@@ -115,12 +127,24 @@ def normalisation_params(
     return {"low": 0.0, "high": high}
 
 
-def default_params(modality: str) -> dict[str, float]:
-    """Normalisation parameters for a synthetic output of ``modality`` with no statistics of its own."""
+def default_params(modality: str, window: tuple[float, float] | None = None) -> dict[str, float]:
+    """Normalisation parameters for a synthetic output of ``modality`` with no statistics of its own (``window``: a
+    bundle's intensity window of this CT-like modality)."""
     m = get_modality(modality)
+    if window is not None:
+        return _window_params(m, window)
     if m.is_ct:
         return {"low": CT_WINDOW_HU[0], "high": CT_WINDOW_HU[1]}
     return {"low": 0.0, "high": MR_CANONICAL_HIGH}
+
+
+def _window_params(modality: Modality, window: tuple[float, float]) -> dict[str, float]:
+    low, high = (float(v) for v in window)
+    if not modality.is_ct:
+        raise InputError(f"{modality.key} has no absolute unit: an intensity window is for CT-like modalities only")
+    if not low < high:
+        raise InputError(f"the intensity window of {modality.key} must have low < high, got [{low}, {high}]")
+    return {"low": low, "high": high}
 
 
 def normalise(array, params: dict[str, float]):
@@ -129,12 +153,17 @@ def normalise(array, params: dict[str, float]):
     return (array - low) * (2.0 / (high - low)) - 1.0
 
 
-def normalise_with_scheme(array: np.ndarray, params: dict[str, float], scheme: str = MR_SCHEMES[0]) -> np.ndarray:
+def normalise_with_scheme(
+    array: np.ndarray, params: dict[str, float], scheme: str = MR_SCHEMES[0], clip: bool = False
+) -> np.ndarray:
     """:func:`normalise`, and with ``brain_percentiles`` the background (voxels exactly 0) at -1, below the brain's
-    range whatever the scan's offset (the synthetic output is 0 there: ``output_mask``)."""
+    range whatever the scan's offset (the synthetic output is 0 there: ``output_mask``); with ``clip`` (an
+    intensity window's parameters) the result is clipped to ``[-1, 1]``."""
     out = normalise(array, params)
     if scheme == "brain_percentiles":
         out = np.where(np.asarray(array) == 0, -1.0, out).astype(out.dtype, copy=False)
+    if clip:
+        out = np.clip(out, -1.0, 1.0)
     return out
 
 

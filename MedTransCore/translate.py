@@ -7,6 +7,8 @@ Several co-registered sources (three acquired MR sequences, one missing) are res
 each normalised with its own body mask, and handed to the model as channels, first source first. A bundle may ask
 for the sources in one orientation (``metadata["orientation"]``, e.g. ``"LPS"``) and for its output to be exactly 0
 outside the first source's non-zero region (``metadata["output_mask"] == "source_nonzero"``, skull-stripped MR).
+A bundle's intensity windows (``normalisation.intensity_window``) clip the model's input, and its result keeps the
+source's values outside the source's window (:mod:`MedTransCore.intensity_window`).
 Device choice, progress, cancellation, the memory guard, plausibility warnings and seeds live here so every
 front end behaves the same.
 """
@@ -25,6 +27,7 @@ import torch
 from .bundles import Bundle, choose_bundle, select_bundle
 from .domain import classify_domain, domain_hints
 from .errors import BundleError, InputError
+from .intensity_window import bundle_windows, keep_outside_window
 from .io.reading import ImageHeader
 from .memory import MASK_BYTES, MB, NORMALISED_BYTES, SOURCE_BYTES, MemoryEstimate, check_memory, estimate_translation
 from .modalities import (
@@ -383,12 +386,12 @@ def translate_image(
     check_cancel(cancel)
     report(0.02, "preparing")
     mask_image = body_mask(source, source_modality)
-    scheme = mr_scheme(bundle)
-    source_params = normalisation_params(
-        array, source_modality, sitk.GetArrayViewFromImage(mask_image).view(bool), scheme=scheme
-    )
-    del array
-    normalised = _normalised_image(source, source_params, scheme)
+    scheme, windows = mr_scheme(bundle), bundle_windows(bundle.metadata)
+    source_window, target_window = windows.get(source_modality), windows.get(target_modality)
+    mask = sitk.GetArrayViewFromImage(mask_image).view(bool)
+    source_params = normalisation_params(array, source_modality, mask, scheme=scheme, window=source_window)
+    del array, mask
+    normalised = _normalised_image(source, source_params, scheme, clip=source_window is not None)
 
     spacing = bundle.metadata.get("spacing")
     model_image = resample_to_spacing(normalised, spacing)
@@ -405,7 +408,7 @@ def translate_image(
         channels = [volume]
         for key, extra in extras.items():
             check_cancel(cancel)
-            on_model = _extra_on_model_grid(extra, key, image, spacing, scheme)
+            on_model = _extra_on_model_grid(extra, key, image, spacing, scheme, windows.get(key))
             channels.append(torch.from_numpy(sitk.GetArrayFromImage(on_model)).to(translator.dtype)[None, None])
             del on_model
         volume = torch.cat(channels, dim=1)
@@ -444,7 +447,7 @@ def translate_image(
     check_cancel(cancel)
     report(0.96, "writing the result on the source grid")
 
-    target_params = source_params if target_modality == source_modality else default_params(target_modality)
+    target_params = default_params(target_modality, target_window)  # never the source's: check_source_modalities
     mean = outputs[0] if samples == 1 else np.mean(outputs, axis=0)
     std = np.std(outputs, axis=0) if uncertainty_samples else None
     del outputs
@@ -464,6 +467,7 @@ def translate_image(
     if std is not None:
         std = std * (target_params["high"] - target_params["low"]) / 2.0
         std_image = _on_source_grid(model_grid.image(std), image)
+    result, std_image = keep_outside_window(result, source, source_window, target_window, std_image)
     if orientation is not None:
         result = _reoriented_back(result, original)
         std_image = _reoriented_back(std_image, original) if std_image is not None else None
@@ -551,13 +555,16 @@ def _check_overlap(extra: sitk.Image, modality: str, reference: sitk.Image, refe
         )
 
 
-def _normalised_image(image: sitk.Image, params: dict[str, float], scheme: str) -> sitk.Image:
+def _normalised_image(image: sitk.Image, params: dict[str, float], scheme: str, clip: bool = False) -> sitk.Image:
     """The affine normalisation of a float32 image; with ``brain_percentiles`` the background (voxels exactly 0) is
-    set to -1 afterwards, as :func:`~MedTransCore.modalities.normalise_with_scheme` does for training data
-    (:func:`affine_image` derives its map from two points, so it must stay a pure affine map)."""
+    set to -1 afterwards, and with ``clip`` (an intensity window) the result is clipped to [-1, 1], as
+    :func:`~MedTransCore.modalities.normalise_with_scheme` does for training data (:func:`affine_image` derives its
+    map from two points, so it must stay a pure affine map)."""
     normalised = affine_image(image, lambda a: normalise(a, params))
     if scheme == "brain_percentiles":
         normalised = sitk.Mask(normalised, sitk.NotEqual(image, 0.0), outsideValue=-1.0)
+    if clip:
+        normalised = sitk.Clamp(normalised, lowerBound=-1.0, upperBound=1.0)
     return normalised
 
 
@@ -567,10 +574,15 @@ def mr_scheme(bundle: Bundle) -> str:
 
 
 def _extra_on_model_grid(
-    extra: sitk.Image, modality: str, reference: sitk.Image, spacing: Sequence[float] | None, scheme: str
+    extra: sitk.Image,
+    modality: str,
+    reference: sitk.Image,
+    spacing: Sequence[float] | None,
+    scheme: str,
+    window: tuple[float, float] | None = None,
 ) -> sitk.Image:
-    """A further source, normalised with its own body mask on the reference (first source's) grid, then resampled
-    onto the model's spacing exactly like the first source (float32).
+    """A further source, normalised with its own body mask (or the bundle's ``window`` of its modality) on the
+    reference (first source's) grid, then resampled onto the model's spacing exactly like the first source.
 
     The reference is the first source as the model sees it (reoriented when the bundle asks for an orientation):
     resampling in physical space onto it reorients the further source too, without a copy of its own.
@@ -582,10 +594,10 @@ def _extra_on_model_grid(
     )
     mask = body_mask(on_grid, modality)
     params = normalisation_params(
-        sitk.GetArrayViewFromImage(on_grid), modality, sitk.GetArrayViewFromImage(mask).view(bool), scheme=scheme
+        sitk.GetArrayViewFromImage(on_grid), modality, sitk.GetArrayViewFromImage(mask).view(bool), scheme, window
     )
     del mask
-    normalised = _normalised_image(on_grid, params, scheme)
+    normalised = _normalised_image(on_grid, params, scheme, clip=window is not None)
     del on_grid
     return resample_to_spacing(normalised, spacing)
 

@@ -118,6 +118,7 @@ def _data() -> dict[str, Any]:
             "sampling",
             "context",
             "normalisation",
+            "intensity_window",  # HU window per CT-like modality (data.intensity_windows checks it)
             "balance",
         ),  # fmt: skip
         "augment": _augment,

@@ -23,9 +23,10 @@ import torch
 
 from MedTransCore.bundles import Bundle, save_bundle
 from MedTransCore.errors import BundleError, InputError
+from MedTransCore.intensity_window import FIELD as INTENSITY_WINDOW
 from MedTransCore.modalities import CT_WINDOW_HU, MR_CANONICAL_HIGH, MR_UPPER_PERCENTILE
 
-from .data import case_loaders, resolve_pairs
+from .data import case_loaders, intensity_windows, resolve_pairs
 from .selection import select_pairs
 from .stages.base import CHECKPOINT_NAME, get_stage_class
 from .trainer import CONFIG_NAME, RUN_NAME
@@ -83,7 +84,12 @@ def bundle_metadata(
         "pairs": [],
         "spacing": data.get("spacing"),
         "grid": data.get("patch"),
-        "normalisation": NORMALISATION,
+        # the MR scheme the run's data were normalised with, when not the original one, and its intensity windows
+        "normalisation": {
+            **NORMALISATION,
+            **({"mr_scheme": data["normalisation"]} if data.get("normalisation") else {}),
+            **({INTENSITY_WINDOW: _windows(data)} if data.get(INTENSITY_WINDOW) else {}),
+        },
         "sampler": fields.get("sampler"),
         "network": fields["network"],
         "training": {},
@@ -92,8 +98,19 @@ def bundle_metadata(
         "limitations": export.get("limitations", ""),
         # anatomy, preprocessing, real or phantom training data: what the default model choice matches inputs to
         **({"domain": dict(export["domain"])} if export.get("domain") else {}),
+        # trained on skull-stripped scans: the output is 0 outside the source's brain, as in its training targets
+        **(
+            {"output_mask": "source_nonzero"}
+            if (export.get("domain") or {}).get("preprocessing") == "skull-stripped"
+            else {}
+        ),
         **{k: v for k, v in fields.items() if k not in ("network", "sampler")},
     }
+
+
+def _windows(data: dict) -> dict[str, list[float]]:
+    """``data.intensity_window`` as the bundle records it, ``{modality: [low, high]}`` (checked as training did)."""
+    return {key: list(window) for key, window in intensity_windows(data).items()}
 
 
 def export_run(

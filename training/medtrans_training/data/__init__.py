@@ -24,7 +24,10 @@ Keys (``x, y, z`` order for ``spacing`` and ``patch``, as in bundle metadata)::
       repeats: 8                   # visits per case per epoch (val_repeats: 4 for the validation patches)
       sampling: patches            # or slices: axial slice stacks (data.slices), patch = [x, y] in-plane
       context: 1                   # sampling: slices: neighbouring slices on each side
-      normalisation: brain_percentiles   # sampling: slices: MR scheme (MedTransCore.modalities.MR_SCHEMES)
+      normalisation: brain_percentiles   # MR scheme (MedTransCore.modalities.MR_SCHEMES; recorded in the bundle)
+      intensity_window: {CT: [-200, 200], CT_ARTERIAL: [-200, 600]}   # HU window per CT-like modality: [low, high]
+                                   # -> [-1, 1], clipped (MedTransCore.intensity_window: every modality of a pair
+                                   # windowed or none, no MR; recorded in the bundle's normalisation)
       balance: pairs               # sampling: slices: visits per case ∝ its ordered sequence pairs (default: cases)
       cbct_simulation: {views: 200, seed: 0, cache: runs/cbct-cache}   # every case's CBCT simulated from its CT
                                    # (MedTransCore.phantoms.cone_beam.ConeBeamSettings fields; seed: per case from
@@ -51,6 +54,9 @@ import SimpleITK as sitk
 import yaml
 
 from MedTransCore.errors import InputError
+from MedTransCore.intensity_window import FIELD as INTENSITY_WINDOW
+from MedTransCore.intensity_window import Window, check_window_pairs, parse_windows
+from MedTransCore.modalities import MR_SCHEMES
 
 from .cbct_cache import SimulatedCBCTLoader, inner_modalities, simulation_loaders
 from .dataset import paired_patch_dataset, resolve_pairs
@@ -64,6 +70,7 @@ __all__ = [
     "build_datasets",
     "case_loaders",
     "cases_from_spec",
+    "intensity_windows",
     "resolve_pairs",
     "standardisation_reference",
 ]
@@ -216,6 +223,29 @@ def standardisation_reference(data: dict[str, Any]) -> dict[str, np.ndarray] | N
     return load_quantiles(bundle)
 
 
+def intensity_windows(data: dict[str, Any]) -> dict[str, Window]:
+    """The run's ``data.intensity_window`` as ``{modality: (low, high)}`` (empty without one), checked as a bundle's
+    would be (:mod:`MedTransCore.intensity_window`) against the run's modalities and pairs.
+
+    Raises:
+        InputError: a bad window, a modality the run does not have, a pair mixing windowed and unwindowed (or MR)
+            modalities, or a window with ``data.standardise``.
+    """
+    if data.get(INTENSITY_WINDOW) is None:
+        return {}
+    where = f"data.{INTENSITY_WINDOW}"
+    windows = parse_windows(data[INTENSITY_WINDOW], where, InputError)
+    modalities = list(data["modalities"])
+    unlisted = [key for key in windows if key not in modalities]
+    if unlisted:
+        raise InputError(f"{where}: {', '.join(unlisted)} is not among data.modalities {modalities}")
+    pairs = resolve_pairs(modalities, data.get("pairs", "all"))
+    check_window_pairs(windows, [([s], t) for s, t in pairs], where, InputError)
+    if data.get("standardise"):
+        raise InputError(f"{where} cannot be combined with data.standardise (its quantiles use the default range)")
+    return windows
+
+
 def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 1) -> tuple[Any, Any | None]:
     """Train and validation datasets of random paired patches (validation: no augmentation, or ``None``).
 
@@ -237,6 +267,8 @@ def build_datasets(data: dict[str, Any], *, seed: int = 0, cache_workers: int = 
         "cache_workers": cache_workers,
         "all_targets": bool(data.get("all_targets", False)),
         "standardise": standardisation_reference(data),
+        "scheme": data.get("normalisation", MR_SCHEMES[0]),
+        "windows": intensity_windows(data),
     }
     train_items = [{"case": c, "load": load} for c, load in case_loaders(data, "train")]
     if not train_items:
@@ -262,6 +294,7 @@ def _slice_datasets(data: dict[str, Any], *, seed: int, cache_workers: int) -> t
         "spacing": data.get("spacing"),
         "context": data.get("context", 1),
         "scheme": data.get("normalisation", "zero_to_percentile"),
+        "windows": intensity_windows(data),
         "patch": data.get("patch"),
         "cache_workers": cache_workers,
     }

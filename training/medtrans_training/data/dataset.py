@@ -10,6 +10,7 @@ Item keys are those documented in ``medtrans_training.stages.base``.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,17 +47,26 @@ AUGMENT_DEFAULTS = {
 
 
 def normalised_on_grid(
-    image: sitk.Image, modality: str, spacing: list[float] | None, scheme: str = MR_SCHEMES[0]
+    image: sitk.Image,
+    modality: str,
+    spacing: list[float] | None,
+    scheme: str = MR_SCHEMES[0],
+    window: tuple[float, float] | None = None,
 ) -> tuple[sitk.Image, sitk.Image]:
     """The inference pipeline's preparation of one image: body mask -> normalise -> resample to ``spacing``.
+
+    ``window``: the run's intensity window of this modality (``data.intensity_window``): its ``[low, high]`` HU map
+    to ``[-1, 1]`` and the values are clipped there before resampling, as ``MedTransCore.translate`` does.
 
     Returns:
         ``(normalised image, body mask)`` on the model spacing (mask as uint8).
     """
     mask_image = body_mask(image, modality)
     array = sitk.GetArrayFromImage(image).astype(np.float64)
-    params = normalisation_params(array, modality, sitk.GetArrayFromImage(mask_image).astype(bool), scheme=scheme)
-    normalised = sitk.GetImageFromArray(normalise_with_scheme(array, params, scheme).astype(np.float32))
+    mask = sitk.GetArrayFromImage(mask_image).astype(bool)
+    params = normalisation_params(array, modality, mask, scheme=scheme, window=window)
+    clip = window is not None
+    normalised = sitk.GetImageFromArray(normalise_with_scheme(array, params, scheme, clip).astype(np.float32))
     normalised.CopyInformation(image)
     resampled = resample_to_spacing(normalised, spacing, default_value=BACKGROUND)
     mask = resample_to_spacing(mask_image, spacing, interpolator=sitk.sitkNearestNeighbor, default_value=0)
@@ -68,6 +78,7 @@ def prepare_case(
     spacing: list[float] | None,
     mask: sitk.Image | None = None,
     scheme: str = MR_SCHEMES[0],
+    windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Put every modality of one case on the grid of the first one (at ``spacing``), normalised.
 
@@ -75,6 +86,9 @@ def prepare_case(
         images: registry key -> image (all of one subject, co-registered in physical space).
         spacing: model spacing ``(x, y, z)`` in mm, or ``None`` to keep the first image's spacing.
         mask: optional body / field-of-view mask; default: the union of each image's body mask.
+        scheme: MR normalisation (:data:`MedTransCore.modalities.MR_SCHEMES`).
+        windows: intensity windows ``{modality: (low, high)}`` (``data.intensity_window``; see
+            :func:`normalised_on_grid`); a modality without one keeps the default normalisation.
 
     Returns:
         ``{"images": {key: (1, Z, Y, X) float32 tensor}, "mask": (1, Z, Y, X) float32 tensor}``.
@@ -82,7 +96,7 @@ def prepare_case(
     reference = None
     arrays, union = {}, None
     for key, image in images.items():
-        normalised, body = normalised_on_grid(image, key, spacing, scheme)
+        normalised, body = normalised_on_grid(image, key, spacing, scheme, (windows or {}).get(key))
         if reference is None:
             reference = normalised
         else:
@@ -112,14 +126,20 @@ def resolve_pairs(modalities: list[str], pairs: str | list | None = "all") -> li
 
 class LoadCased(Transform):
     """Item ``{"case", "load"}`` -> ``{"case", "images", "mask"}``; ``load`` is a zero-argument callable
-    returning ``(images: {key: sitk.Image}, mask: sitk.Image | None)`` (files or a phantom)."""
+    returning ``(images: {key: sitk.Image}, mask: sitk.Image | None)`` (files or a phantom); ``scheme`` and
+    ``windows`` as :func:`prepare_case`."""
 
-    def __init__(self, spacing: list[float] | None, scheme: str = MR_SCHEMES[0]) -> None:
-        self.spacing, self.scheme = spacing, scheme
+    def __init__(
+        self,
+        spacing: list[float] | None,
+        scheme: str = MR_SCHEMES[0],
+        windows: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
+        self.spacing, self.scheme, self.windows = spacing, scheme, dict(windows or {})
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         images, mask = item["load"]()
-        return {"case": item["case"], **prepare_case(images, self.spacing, mask, self.scheme)}
+        return {"case": item["case"], **prepare_case(images, self.spacing, mask, self.scheme, self.windows)}
 
 
 class RandPaird(Randomizable, Transform):
@@ -278,6 +298,8 @@ def paired_patch_dataset(
     seed: int = 0,
     all_targets: bool = False,
     standardise: dict[str, np.ndarray] | None = None,
+    scheme: str = MR_SCHEMES[0],
+    windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> RepeatDataset:
     """A cached dataset of random paired patches.
 
@@ -294,6 +316,8 @@ def paired_patch_dataset(
         all_targets: add every modality of the case (``"targets"``, ``"available"``; see :class:`RandPaird`).
         standardise: reference quantiles per modality: histogram-match each source onto its target's
             (:class:`HistogramStandardised`).
+        scheme: MR normalisation (:data:`MedTransCore.modalities.MR_SCHEMES`).
+        windows: intensity windows ``{modality: (low, high)}`` (``data.intensity_window``, see :func:`prepare_case`).
     """
     if len(patch) != 3 or min(patch) < 1:
         raise InputError(f"data.patch must be three positive ints (x, y, z), got {patch}")
@@ -301,7 +325,7 @@ def paired_patch_dataset(
         raise InputError("data.standardise depends on the target, so it cannot be combined with data.all_targets")
     transform = Compose(
         [
-            LoadCased(spacing),
+            LoadCased(spacing, scheme, windows),
             RandPaird(pairs, modalities, all_targets),
             *([HistogramStandardised(standardise)] if standardise is not None else []),
             *patch_transforms(tuple(patch[::-1]), augment, all_targets),

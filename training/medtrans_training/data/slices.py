@@ -18,6 +18,7 @@ Only in-plane flips are applied here; stages augment in-plane geometry and inten
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -126,6 +127,7 @@ def slice_stack_dataset(
     cache_workers: int = 1,
     seed: int = 0,
     scheme: str = MR_SCHEMES[0],
+    windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> SliceStacks:
     """A cached dataset of random slice stacks.
 
@@ -141,6 +143,8 @@ def slice_stack_dataset(
         cache_workers: threads that load cases into the cache.
         seed: seed of the random draws.
         scheme: MR normalisation (``data.normalisation``, :func:`MedTransCore.modalities.normalisation_params`).
+        windows: intensity windows ``{modality: (low, high)}`` (``data.intensity_window``, see
+            :func:`~.dataset.prepare_case`).
     """
     if patch is not None and (len(patch) != 2 or min(patch) < 1):
         raise InputError(f"data.patch must be two positive ints (x, y) with data.sampling: slices, got {patch}")
@@ -151,7 +155,7 @@ def slice_stack_dataset(
     draw.set_random_state(seed=seed)
     cached = CacheDataset(
         items,
-        transform=LoadCased(spacing, scheme),
+        transform=LoadCased(spacing, scheme, windows),
         cache_rate=1.0,
         num_workers=cache_workers,
         progress=False,
