@@ -1,6 +1,6 @@
 """Physics-based phantoms: paired, co-registered multi-modal volumes of one simulated anatomy.
 
-Tissue labels (head or pelvis, with random shape, size, pose and lesions per seed) become CT in HU,
+Tissue labels (head, pelvis or abdomen, with random shape, size, pose and lesions per seed) become CT in HU,
 CBCT with its artefacts, contrast-enhanced CT phases and MR T1 / T1c / T2 / FLAIR / PD through the
 signal equations, all on one grid::
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import head, pelvis
+from . import abdomen, head, pelvis
 from .frame import Frame
 from .shapes import Canvas
 
 # anatomy -> module with HALF_EXTENT (mm around CENTRE, inf = unbounded), CENTRE (anatomical mm that lands
-# at the volume centre), MAX_SHIFT (mm of random shift per axis) and build(canvas, rng) -> drawn parameters
-_BUILDERS = {"head": head, "pelvis": pelvis}
+# at the volume centre), MAX_SHIFT (mm of random shift per axis) and build(canvas, rng) -> drawn parameters;
+# optionally CT_NOISE_HU, the range of its CT noise
+_BUILDERS = {"head": head, "pelvis": pelvis, "abdomen": abdomen}
 ANATOMIES: tuple[str, ...] = tuple(_BUILDERS)
+DEFAULT_CT_NOISE_HU = (4.0, 10.0)
+
+
+def ct_noise_hu(anatomy: str) -> tuple[float, float]:
+    """Range (HU) of the white-noise standard deviation of a diagnostic CT of ``anatomy``."""
+    return getattr(_BUILDERS[anatomy], "CT_NOISE_HU", DEFAULT_CT_NOISE_HU)
 
 
 def make_labels(

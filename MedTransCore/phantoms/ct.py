@@ -12,7 +12,13 @@ AIR_HU = -1000.0
 CT_PHASES: dict[str, str | None] = {"CT": None, "CT_ARTERIAL": "arterial", "CT_VENOUS": "venous"}
 
 
-def clean_ct(labels: np.ndarray, tissues: dict[int, Tissue], texture: np.ndarray, phase: str | None) -> np.ndarray:
+def clean_ct(
+    labels: np.ndarray,
+    tissues: dict[int, Tissue],
+    texture: np.ndarray,
+    phase: str | None,
+    extra: np.ndarray | None = None,
+) -> np.ndarray:
     """Noise-free CT: tissue HU (+ iodine enhancement of ``phase``) + tissue texture, with partial volume.
 
     Args:
@@ -20,14 +26,17 @@ def clean_ct(labels: np.ndarray, tissues: dict[int, Tissue], texture: np.ndarray
         tissues: the case's tissue table.
         texture: unit-variance smooth noise (z, y, x) shared by all modalities (same tissue, same pattern).
         phase: ``None``, ``"arterial"`` or ``"venous"``.
+        extra: HU added before partial volume (heterogeneous enhancement such as the arterial spleen), or ``None``.
 
     Returns:
         float32 HU (z, y, x).
     """
-    extra = {label: getattr(t, phase) for label, t in tissues.items()} if phase else None
+    enhancement = {label: getattr(t, phase) for label, t in tissues.items()} if phase else None
     hu = lookup(tissues, "hu_texture")[labels]
     hu *= texture
-    hu += lookup(tissues, "hu", extra, fill=AIR_HU)[labels]
+    hu += lookup(tissues, "hu", enhancement, fill=AIR_HU)[labels]
+    if extra is not None:
+        hu += extra
     return partial_volume(hu)
 
 
@@ -49,6 +58,12 @@ def add_noise(image: np.ndarray, weight: np.ndarray, sigma: float | np.ndarray, 
     return out
 
 
-def ct_image(clean: np.ndarray, weight: np.ndarray, noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A diagnostic CT: the clean image with 4-10 HU of white quantum noise (dose and kernel vary per scan)."""
-    return add_noise(clean, weight, rng.uniform(4.0, 10.0), noise)
+def ct_image(
+    clean: np.ndarray,
+    weight: np.ndarray,
+    noise: np.ndarray,
+    rng: np.random.Generator,
+    sigma_hu: tuple[float, float] = (4.0, 10.0),
+) -> np.ndarray:
+    """A diagnostic CT: the clean image with white quantum noise of ``sigma_hu`` HU (dose and kernel vary per scan)."""
+    return add_noise(clean, weight, rng.uniform(*sigma_hu), noise)

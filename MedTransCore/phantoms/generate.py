@@ -12,8 +12,9 @@ import SimpleITK as sitk
 from ..domain import phantom_note
 from ..errors import InputError
 from ..modalities import MODALITIES
-from .anatomy import ANATOMIES, make_labels
+from .anatomy import ANATOMIES, ct_noise_hu, make_labels
 from .cbct import cbct_image
+from .contrast import BOLUS_ANATOMIES, Bolus
 from .ct import CT_PHASES, clean_ct, ct_image
 from .fields import NoisePool, blur, separable_profiles
 from .frame import grid_axes
@@ -22,7 +23,7 @@ from .tissues import Label, as_dict, label_names, sample_tissues, tissue_table
 
 PHANTOM_MODALITIES: tuple[str, ...] = tuple(MODALITIES)
 # Independent random streams (numpy SeedSequence keys): a subset of modalities gives the same arrays.
-_GEOMETRY, _TISSUES, _TEXTURE, _BIAS, _NOISE, _MODALITY0 = 0, 1, 2, 3, 4, 10
+_GEOMETRY, _TISSUES, _TEXTURE, _BIAS, _NOISE, _CONTRAST, _MODALITY0 = 0, 1, 2, 3, 4, 5, 10
 # Voxels per axis: below 8 there is no anatomy; above 512 one case needs tens of GB (nine float32 volumes and
 # their float64 temporaries), so it is refused before anything is allocated.
 MIN_SIZE, MAX_SIZE = 8, 512
@@ -33,14 +34,14 @@ class PhantomCase:
     """One simulated case: every image on the same grid as ``labels``.
 
     Attributes:
-        anatomy: ``"head"`` or ``"pelvis"``.
+        anatomy: ``"head"``, ``"pelvis"`` or ``"abdomen"``.
         seed: the seed that reproduces it bit for bit.
         images: ``{modality key: float32 image}`` (HU for CT-like, a.u. for MR).
         labels: uint8 tissue labels.
         body_mask: uint8 0/1 body (every non-background label, internal air included).
         label_names: ``{label: name}``.
         tissues: ``{label: {property: value}}`` of this case (HU, T1/T2 ms, PD, gadolinium, enhancement).
-        info: drawn parameters (size, lesions, sex ...).
+        info: drawn parameters (size, lesions, sex ...; the abdomen's contrast bolus under ``"contrast"``).
     """
 
     anatomy: str
@@ -112,7 +113,7 @@ def generate_phantom(
     """Simulate one co-registered multi-modal case.
 
     Args:
-        anatomy: ``"head"`` or ``"pelvis"`` (``ANATOMIES``).
+        anatomy: ``"head"``, ``"pelvis"`` or ``"abdomen"`` (``ANATOMIES``).
         seed: non-negative integer; the same seed gives bit-identical arrays.
         shape: voxels along (x, y, z), each from ``MIN_SIZE`` to ``MAX_SIZE``.
         spacing: voxel size along (x, y, z) in mm; the volume is centred at the origin, identity direction.
@@ -128,6 +129,12 @@ def generate_phantom(
     shape, spacing, keys = _check(anatomy, seed, shape, spacing, modalities)
     labels, info = make_labels(anatomy, shape, spacing, _rng(seed, _GEOMETRY))
     tissues = sample_tissues(tissue_table(anatomy), _rng(seed, _TISSUES))
+    # The abdomen's iodine enhancement: one bolus per patient (dose, scan times) on time-enhancement curves.
+    contrast = _rng(seed, _CONTRAST) if anatomy in BOLUS_ANATOMIES else None
+    bolus = Bolus.sample(contrast) if contrast is not None else None
+    if bolus is not None:
+        tissues = bolus.apply(tissues)
+        info["contrast"] = bolus.info()
     body = labels > 0
     pool = NoisePool(_rng(seed, _NOISE), labels.shape)
     texture = pool.smooth(_rng(seed, _TEXTURE), 1.0)
@@ -135,14 +142,19 @@ def generate_phantom(
     arrays: dict[str, np.ndarray] = {}
     if any(k in CT_PHASES or k == "CBCT" for k in keys):
         weight = blur(body.astype(np.float32), 1.0)
-        clean = {p: clean_ct(labels, tissues, texture, CT_PHASES[p]) for p in CT_PHASES if p in keys or p == "CT"}
+        phases = [p for p in CT_PHASES if p in keys or p == "CT"]
+        extra = dict.fromkeys(phases)
+        if bolus is not None:  # the arciform arterial spleen: bands of a smooth field, drawn with the bolus
+            bands = pool.smooth(contrast, 1.5)
+            extra = {p: bolus.heterogeneity(labels, bands, CT_PHASES[p]) for p in phases}
+        clean = {p: clean_ct(labels, tissues, texture, CT_PHASES[p], extra[p]) for p in phases}
     fov = max(n * s for n, s in zip(shape, spacing, strict=True))
     if any(k in SEQUENCES for k in keys):  # one receive coil: a bias shared by the sequences, varied a little
         coil = separable_profiles(_rng(seed, _BIAS), axes, amplitude=0.3, wavelength=1.5 * fov)
     for key in keys:
         rng = _rng(seed, _MODALITY0 + PHANTOM_MODALITIES.index(key))
         if key in CT_PHASES:
-            arrays[key] = ct_image(clean[key], weight, pool.white(rng), rng)
+            arrays[key] = ct_image(clean[key], weight, pool.white(rng), rng, ct_noise_hu(anatomy))
         elif key == "CBCT":
             bone = labels == Label.CORTICAL_BONE
             arrays[key] = cbct_image(clean["CT"], body, weight, bone, axes, pool, rng)

@@ -22,7 +22,7 @@ from .fields import partial_volume
 from .tissues import Label, Tissue, lookup
 
 R1_GD, R2_GD = 4.1e-3, 4.6e-3  # per mM per ms
-FLOW_VOID = {Label.ARTERY: 0.1, Label.VEIN: 0.35}  # remaining fraction of the vessel signal
+FLOW_VOID = {Label.ARTERY: 0.1, Label.VEIN: 0.35, Label.PORTAL_VEIN: 0.35}  # remaining fraction of the vessel signal
 
 
 @dataclass(frozen=True)

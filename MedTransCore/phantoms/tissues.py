@@ -15,7 +15,13 @@ assumed. Sources (1.5 T unless noted):
 * CT numbers: standard radiology tables (air -1000, fat -100, water 0, CSF 0-15, WM 20-30, GM 35-45,
   blood 40-45, muscle 45-55, cancellous bone 300-400, cortical bone 1000-1800 HU).
 * Contrast: iodinated CT arterial phase vessels 250-350 HU, portal-venous 150-180 HU; gadolinium
-  concentrations in tissue (mM) are assumed typical values for a delayed T1c.
+  concentrations in tissue (mM) are assumed typical values for a delayed T1c. The abdomen's iodine
+  enhancement follows time-enhancement curves instead (``contrast.py``, with its sources).
+* [dB04] also gives the abdominal organs (1.5 T): liver 586/46, spleen 1057/79, renal cortex 966/87,
+  renal medulla 1412/85, pancreas 584/46 ms.
+* Abdominal CT numbers, unenhanced (radiology reference texts): liver 50-70 HU, about 10 HU above the
+  spleen; kidney 30-50 HU; pancreas 40-50 HU (less with fatty replacement); bile 0-20 HU; aerated lung
+  bases -800 to -900 HU.
 """
 
 from __future__ import annotations
@@ -51,6 +57,14 @@ class Label(IntEnum):
     UTERUS = 18
     RECTUM = 19
     BOWEL = 20
+    LIVER = 21
+    SPLEEN = 22
+    KIDNEY_CORTEX = 23
+    KIDNEY_MEDULLA = 24
+    PORTAL_VEIN = 25
+    PANCREAS = 26
+    GALLBLADDER = 27
+    LUNG = 28
 
 
 @dataclass(frozen=True)
@@ -107,9 +121,25 @@ TISSUES: dict[Label, Tissue] = {
     # Rectum and bowel: wall and mixed content (assumed; bowel content is more fluid).
     Label.RECTUM: _T(hu=38, hu_texture=6, t1=1000, t2=60, pd=0.75, texture=0.05, gd=0.20, arterial=20, venous=35),
     Label.BOWEL: _T(hu=25, hu_texture=8, t1=1500, t2=150, pd=0.85, texture=0.08, gd=0.15, arterial=15, venous=30),
+    # Abdominal organs: CT numbers from the ranges above, relaxation [dB04], proton density and the gadolinium of a
+    # portal-venous T1c assumed; their iodine enhancement comes from contrast.py (arterial/venous are set there).
+    Label.LIVER: _T(hu=60, hu_texture=4, t1=586, t2=46, pd=0.72, texture=0.04, gd=0.25),
+    Label.SPLEEN: _T(hu=47, hu_texture=4, t1=1057, t2=79, pd=0.80, gd=0.30),
+    Label.KIDNEY_CORTEX: _T(hu=33, hu_texture=4, t1=966, t2=87, pd=0.80, gd=0.60),
+    Label.KIDNEY_MEDULLA: _T(hu=31, hu_texture=4, t1=1412, t2=85, pd=0.85, gd=0.45),
+    Label.PORTAL_VEIN: _T(hu=40, hu_texture=2, t1=1441, t2=180, pd=0.90, texture=0.01, gd=1.0),  # blood, as VEIN
+    Label.PANCREAS: _T(hu=45, hu_texture=6, t1=584, t2=46, pd=0.72, texture=0.05, gd=0.30),
+    Label.GALLBLADDER: _T(hu=10, hu_texture=2, t1=2500, t2=600, pd=0.95, texture=0.01),  # bile (assumed)
+    # Aerated lung (bases above the diaphragm): mostly air, a short T2 (assumed).
+    Label.LUNG: _T(hu=-850, hu_texture=25, t1=1200, t2=30, pd=0.12, texture=0.10),
 }
 # A pelvic (prostate- or cervix-cancer-like) lesion: T2 darker than its gland, early wash-in, wash-out.
 PELVIC_LESION = _T(hu=45, hu_texture=4, t1=1300, t2=75, pd=0.82, gd=0.45, arterial=70, venous=50)
+# Lumbar vertebral bodies: trabecular bone of adults about 150-250 HU at L1 (Pickhardt PJ et al., Ann Intern Med
+# 2013;158:588-595), less dense than the pelvic and skull bone marrow spaces above.
+VERTEBRAL_BONE = dataclasses.replace(TISSUES[Label.CANCELLOUS_BONE], hu=210.0, hu_texture=30)
+# A hypovascular liver metastasis (colorectal-like): darker than liver unenhanced and in every phase, T2 brighter.
+LIVER_LESION = _T(hu=40, hu_texture=5, t1=1100, t2=90, pd=0.82, gd=0.20)
 
 _COMMON = (Label.BACKGROUND, Label.SKIN, Label.FAT, Label.MUSCLE, Label.CORTICAL_BONE, Label.CANCELLOUS_BONE)
 ANATOMY_LABELS: dict[str, tuple[Label, ...]] = {
@@ -139,6 +169,28 @@ ANATOMY_LABELS: dict[str, tuple[Label, ...]] = {
         Label.RECTUM,
         Label.BOWEL,
     ),
+    "abdomen": _COMMON
+    + (
+        Label.CSF,
+        Label.ARTERY,
+        Label.VEIN,
+        Label.AIR_CAVITY,
+        Label.LESION,
+        Label.BOWEL,
+        Label.LIVER,
+        Label.SPLEEN,
+        Label.KIDNEY_CORTEX,
+        Label.KIDNEY_MEDULLA,
+        Label.PORTAL_VEIN,
+        Label.PANCREAS,
+        Label.GALLBLADDER,
+        Label.LUNG,
+    ),
+}
+# Tissues an anatomy has its own version of.
+_OWN = {
+    "pelvis": {Label.LESION: PELVIC_LESION},
+    "abdomen": {Label.LESION: LIVER_LESION, Label.CANCELLOUS_BONE: VERTEBRAL_BONE},
 }
 
 
@@ -148,10 +200,9 @@ def label_names(anatomy: str) -> dict[int, str]:
 
 
 def tissue_table(anatomy: str) -> dict[int, Tissue]:
-    """Nominal properties of the tissues of ``anatomy`` (the pelvis has its own lesion type)."""
+    """Nominal properties of the tissues of ``anatomy`` (the pelvis and the abdomen have their own lesions ...)."""
     table = {int(label): TISSUES[label] for label in ANATOMY_LABELS[anatomy]}
-    if anatomy == "pelvis":
-        table[int(Label.LESION)] = PELVIC_LESION
+    table.update({int(label): t for label, t in _OWN.get(anatomy, {}).items()})
     return table
 
 

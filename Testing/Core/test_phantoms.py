@@ -35,8 +35,8 @@ def pelvis():
     return generate_phantom("pelvis", seed=5, shape=(40, 40, 40), spacing=(8.0, 8.0, 8.0))
 
 
-def test_the_registry_lists_two_anatomies_and_all_nine_modalities():
-    assert set(ANATOMIES) == {"head", "pelvis"}
+def test_the_registry_lists_three_anatomies_and_all_nine_modalities():
+    assert set(ANATOMIES) == {"head", "pelvis", "abdomen"}
     assert len(PHANTOM_MODALITIES) == 9 and {"CT", "CBCT", "MR_FLAIR", "CT_VENOUS"} <= set(PHANTOM_MODALITIES)
 
 
