@@ -22,6 +22,7 @@ _FAMILY_PATHS: dict[str, str] = {
     "aldm": "MedTransCore.models.aldm:ALDMTranslator",
     "slice_unet": "MedTransCore.models.slice_unet:SliceUNetTranslator",
     "vid2vid": "MedTransCore.models.vid2vid:Vid2VidTranslator",
+    "vae_transformer": "MedTransCore.models.vae_transformer:VAETransformerTranslator",
     # baselines (no training)
     "identity": "MedTransCore.models.baselines:IdentityTranslator",
     "histogram_matching": "MedTransCore.models.baselines:HistogramMatchingTranslator",

@@ -52,6 +52,15 @@ class LatentScale(nn.Module):
         super().__init__()
         self.register_buffer("value", torch.zeros(()))
 
+    @torch.no_grad()
+    def measure(self, latents: torch.Tensor) -> None:
+        """Set the factor to 1 / std of ``latents`` (averaged over DDP ranks)."""
+        std = latents.float().std().reshape(1)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(std)
+            std /= dist.get_world_size()
+        self.value.fill_(1.0 / max(float(std), 1e-6))
+
 
 class DiffusionStage(Stage):
     """Trains ``diffusion`` on latents of a frozen autoencoder and MS-SPADE."""
@@ -103,20 +112,12 @@ class DiffusionStage(Stage):
         return float(self.modules["latent_scale"].value)
 
     @torch.no_grad()
-    def _measure_scale(self, latents: torch.Tensor) -> None:
-        std = latents.float().std().reshape(1)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(std)
-            std /= dist.get_world_size()
-        self.modules["latent_scale"].value.fill_(1.0 / max(float(std), 1e-6))
-
-    @torch.no_grad()
     def condition(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled ``(x0, condition)``: ``(B, C, ...)`` target latents and ``(B, 2C, ...)`` source + SPADE."""
         source = self.latents(batch["source"], batch["case"], batch["source_key"])
         target = self.latents(batch["target"], batch["case"], batch["target_key"])
         if self.scale == 0.0:
-            self._measure_scale(torch.cat([source, target]))
+            self.modules["latent_scale"].measure(torch.cat([source, target]))
         pairs = [f"{s}->{t}" for s, t in zip(batch["source_key"], batch["target_key"], strict=True)]
         like = self.like(source, batch["case"], pairs, extras=list(batch["target_key"]))
         return target * self.scale, torch.cat([source, like], dim=1) * self.scale
