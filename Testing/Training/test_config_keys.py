@@ -74,5 +74,7 @@ def test_the_aldm_stages_check_their_model_keys_too(config, override, words):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
-def test_every_shipped_config_passes_the_key_check(name):
-    assert load_config(CONFIGS / name)["stage"]
+def test_every_shipped_config_and_pipeline_passes_the_key_check(name):
+    from medtrans_training.recipe import load_recipe
+
+    assert all(stage.config["stage"] for stage in load_recipe(CONFIGS / name).stages)

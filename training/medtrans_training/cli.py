@@ -128,11 +128,13 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> None:
 def _crossval(args: argparse.Namespace, argv: list[str]) -> None:
     from .crossval import crossval
     from .crossval_report import crossval_figure, crossval_table, replace_block
+    from .recipe import load_recipe
 
-    config = load_config(args.config, args.set)
+    recipe = load_recipe(args.config, args.set)
+    config = recipe.final
     out = Path(args.out)
     summary = crossval(
-        config,
+        recipe,
         out,
         bundle=Path(args.bundle) if args.bundle else None,
         folds=_comma_list(args.folds),
@@ -242,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave-one-subject-out cross-validation on real subjects; exports the all-subject model listing what "
         "beat identity and histogram matching on every held-out subject",
     )
-    cv.add_argument("config", help="run config whose data are the subjects (splits are ignored)")
+    cv.add_argument(
+        "config",
+        help="run config whose data are the subjects (splits are ignored), or a pipeline file of several stages "
+        "(medtrans_training.recipe: every fold trains every stage)",
+    )
     cv.add_argument("--out", required=True, help="folder of the fold runs and scores (resumable)")
     cv.add_argument("--bundle", help="bundle folder to create from the model trained on every subject")
     cv.add_argument("--folds", metavar="A,B", help="run only these held-out subjects now (e.g. two processes)")

@@ -6,6 +6,9 @@ translate the held-out subject with that fold's model through the inference pipe
 reference quantiles come from that fold's training subjects. The requests scored on a subject are every ordered
 pair of the sequences it has and, when it has three or more, every "all the others -> one" set.
 
+A multi-stage family (``aldm``, ``vae_transformer``) is cross-validated as a pipeline
+(:mod:`medtrans_training.recipe`): each fold trains every stage, in ``OUT/fold-<case>/<stage>``.
+
 The model trained on every subject (``OUT/all``, the same recipe) becomes the bundle. It lists a request only
 when, on every held-out subject that has it (at least :data:`MIN_SUBJECTS`), the fold model beats both baselines in
 the brain on MAE, PSNR and SSIM (:data:`LISTING_METRICS`). Runs, scores and figure slices are kept per fold, so an
@@ -36,6 +39,7 @@ from MedTransCore.models.slice_unet import OUTPUT_QUANTILES_FILE
 
 from .data import case_loaders
 from .export import bundle_metadata, load_run, run_bundle_parts
+from .recipe import Recipe, single_stage
 from .stages.base import CHECKPOINT_NAME
 from .trainer import CONFIG_NAME, Trainer
 
@@ -124,6 +128,20 @@ def fold_config(config: dict[str, Any], held_out: str | None) -> dict[str, Any]:
     if held_out is not None:
         config["data"]["test_cases"] = [held_out]
     return config
+
+
+def train_recipe(
+    recipe: Recipe, folder: Path, held_out: str | None, *, device: str, log: Callable[[str], None]
+) -> Path:
+    """Train every stage of ``recipe`` for one fold (``held_out``; ``None``: every subject) into ``folder``.
+
+    Returns:
+        the run folder of the last stage (the model).
+    """
+    runs = recipe.fold_configs(folder, lambda config: fold_config(config, held_out))
+    for config, run_dir in runs:
+        train_fold(config, run_dir, device=device, log=log)
+    return runs[-1][1]
 
 
 def train_fold(config: dict[str, Any], run_dir: Path, *, device: str, log: Callable[[str], None]) -> None:
@@ -322,7 +340,7 @@ def parse_request(key: str) -> Request:
 
 
 def crossval(
-    config: dict[str, Any],
+    config: dict[str, Any] | Recipe,
     out: Path,
     *,
     bundle: Path | None = None,
@@ -335,7 +353,8 @@ def crossval(
     """Run (or resume) the cross-validation into ``out``; with every fold scored, summarise and export ``bundle``.
 
     Args:
-        config: a resolved run config whose data are real subjects.
+        config: a resolved run config whose data are real subjects, or a recipe of several stages (the last one's
+            data name the subjects).
         out: folder of the fold runs, their scores and ``crossval.json``.
         bundle: where to write the bundle trained on every subject (``None``: no export).
         folds: held-out cases to run now (default: every subject); the summary needs every fold.
@@ -348,6 +367,8 @@ def crossval(
     Returns:
         the summary (``crossval.json``), or ``None`` when folds remain to be run.
     """
+    recipe = config if isinstance(config, Recipe) else single_stage(config)
+    config = recipe.final
     subjects = subjects_of(config)
     names = [s.case for s in subjects]
     unknown = sorted(set(folds or []) - set(names))
@@ -363,12 +384,12 @@ def crossval(
         if (fold_dir / SCORES_NAME).is_file():
             log(f"fold {subject.case}: scored")
             continue
-        train_fold(fold_config(config, subject.case), fold_dir, device=device, log=log)
+        model_run = train_recipe(recipe, fold_dir, subject.case, device=device, log=log)
         bundle_dir = fold_dir / "bundle"
         training = [s for s in subjects if s.case != subject.case]
         if not bundle_dir.is_dir():
-            metadata = {**request_metadata, "grid": None, "training": {}, "metrics": {}}
-            run_bundle(fold_dir, bundle_dir, metadata, extra_weights=_output_weights(config, quantiles, training))
+            metadata = {**request_metadata, "training": {}, "metrics": {}}
+            run_bundle(model_run, bundle_dir, metadata, extra_weights=_output_weights(config, quantiles, training))
         rows, slices = score_fold(subject, bundle_dir, training, quantiles, device=device, log=log)
         np.savez_compressed(fold_dir / SLICES_NAME, **slices)
         (fold_dir / SCORES_NAME).write_text(json.dumps(rows, indent=1))
@@ -399,12 +420,12 @@ def crossval(
     }
     (out / "crossval.json").write_text(json.dumps(summary, indent=1))
     if bundle is not None:
-        export_final(config, out, bundle, summary, subjects, command=command, log=log, device=device)
+        export_final(recipe, out, bundle, summary, subjects, command=command, log=log, device=device)
     return summary
 
 
 def export_final(
-    config: dict[str, Any],
+    recipe: Recipe,
     out: Path,
     bundle: Path,
     summary: dict[str, Any],
@@ -417,9 +438,9 @@ def export_final(
     """Train (or reuse) ``out/all`` on every subject and save it as ``bundle``, listing what the folds earned."""
     if bundle.exists():
         raise InputError(f"{bundle} already exists; remove it or choose another --bundle")
-    final = out / "all"
+    config = recipe.final
     full = fold_config(config, None)
-    train_fold(full, final, device=device, log=log)
+    final = train_recipe(recipe, out / "all", None, device=device, log=log)
     listed = [parse_request(k) for k, v in summary["requests"].items() if v["listed"]]
     if not listed:
         raise InputError("no request beat both baselines on every held-out subject: nothing to list, no bundle")
@@ -436,7 +457,6 @@ def export_final(
     metadata = {
         "pairs": [[*r.sources, r.target] for r in listed if len(r.sources) == 1],
         "source_sets": [{"sources": list(r.sources), "target": r.target} for r in listed if len(r.sources) > 1],
-        "grid": None,
         "metrics": metrics,
         "training": {
             "stage": full["stage"],
