@@ -72,7 +72,7 @@ QUICK_RUNS = (("ddim", 1), ("ddim", 2), ("dpmpp", 1))
 PHANTOM_SEED = 4242
 #: Preferred benchmark pair of a bundle, first supported wins (else the bundle's first pair).
 PREFERRED_PAIRS = (("MR_T1", "CT"), ("CBCT", "CT"), ("MR_T1", "MR_T2"))
-FAMILY_ORDER = ("identity", "histogram_matching", "unet", "slice_unet", "vid2vid", "aldm")
+FAMILY_ORDER = ("identity", "histogram_matching", "unet", "slice_unet", "vid2vid", "vae_transformer", "aldm", "s2ldm")
 
 
 def _benchmark_pair(bundle: Bundle) -> tuple[str, str]:

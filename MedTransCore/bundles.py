@@ -44,8 +44,9 @@ SCHEMA_VERSION = 1
 # pairs both shipped families list (CT/CBCT -> MR T2/FLAIR), phantom-head-unet has the higher test SSIM (0.22-0.30
 # against 0.14-0.15) and, except CBCT -> MR FLAIR, PSNR; phantom-head-aldm has the lower test MAE (by 0.001 to 0.037
 # on the [0, 1] MR scale); the unet also runs faster (README, Benchmark). An ALDM bundle is used when named (--model)
-# or when it is the only trained model for the pair.
-FAMILY_PRIORITY = ("unet", "aldm", "histogram_matching", "identity")
+# or when it is the only trained model for the pair. The vae_transformer family comes after both until a comparison
+# on validation cases says otherwise: it is the default only where no unet or aldm bundle lists the request.
+FAMILY_PRIORITY = ("unet", "aldm", "vae_transformer", "s2ldm", "histogram_matching", "identity")
 # Baselines: the source relabelled, or its histogram matched to quantiles measured on phantoms. With an input domain
 # they are a default only for an input marked as a phantom (the demo's bar); a scan not marked as a phantom gets
 # them only when named (--model identity), never silently.

@@ -23,6 +23,7 @@ _FAMILY_PATHS: dict[str, str] = {
     "slice_unet": "MedTransCore.models.slice_unet:SliceUNetTranslator",
     "vid2vid": "MedTransCore.models.vid2vid:Vid2VidTranslator",
     "vae_transformer": "MedTransCore.models.vae_transformer:VAETransformerTranslator",
+    "s2ldm": "MedTransCore.models.s2ldm:S2LDMTranslator",
     # baselines (no training)
     "identity": "MedTransCore.models.baselines:IdentityTranslator",
     "histogram_matching": "MedTransCore.models.baselines:HistogramMatchingTranslator",

@@ -10,8 +10,9 @@ exactly the same modules.
   training ``forward`` returning the regularisation loss (VQ commitment / KL divergence).
 * MS-SPADE: see :mod:`MedTransCore.models.aldm.spade`.
 * diffusion: MONAI ``DiffusionModelUNet`` wrapped in :class:`ConditionedDiffusionUNet`, whose input is the
-  noisy target latent, the source latent and SPADE(source latent) concatenated along channels (as in the
-  released ALDM code), conditioned on the target modality by a class embedding (``"film"``, the default: also
+  noisy target latent and a condition concatenated along channels: for ALDM the source latent and SPADE(source
+  latent) (as in the released ALDM code; ``condition_channels`` = 2 x latent channels, the default), for other
+  families whatever they condition on (``s2ldm``: the masked source latent), conditioned on the target modality by a class embedding (``"film"``, the default: also
   a scale-shift of every resnet block's normalised activations, see :mod:`.film`; ``"class"``: added to the
   time embedding only) and/or cross-attention on its one-hot vector.
 """
@@ -200,10 +201,11 @@ def resolve_diffusion_config(**cfg: Any) -> dict[str, Any]:
 
 
 class ConditionedDiffusionUNet(nn.Module):
-    """Noise predictor ``eps(z_t, t | z_src, SPADE(z_src), target)``.
+    """Noise predictor ``eps(z_t, t | condition, target)``; for ALDM the condition is ``[z_src, SPADE(z_src)]``.
 
     Args:
-        unet: the MONAI ``DiffusionModelUNet`` with ``3 * latent_channels`` input channels.
+        unet: the MONAI ``DiffusionModelUNet``: ``latent_channels + condition_channels`` input channels (ALDM:
+            ``3 * latent_channels``) and ``latent_channels`` output channels.
         num_modalities: width of the target one-hot vector.
         conditioning: ``"film"`` (class embedding added to the time embedding, which also scales and shifts
             every resnet block's normalised activations), ``"class"`` (added to the time embedding only),
@@ -218,6 +220,8 @@ class ConditionedDiffusionUNet(nn.Module):
         self.num_modalities = num_modalities
         self.conditioning = conditioning
         self.divisor = divisor
+        self.latent_channels = int(unet.out_channels)
+        self.condition_channels = int(unet.in_channels) - self.latent_channels
 
     def forward(
         self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor, target_index: torch.Tensor
@@ -227,7 +231,8 @@ class ConditionedDiffusionUNet(nn.Module):
         Args:
             noisy: ``(B, C, z, y, x)`` noisy target latent.
             timesteps: ``(B,)`` int64 diffusion timesteps.
-            condition: ``(B, 2C, z, y, x)`` source latent and SPADE(source latent), concatenated.
+            condition: ``(B, condition_channels, z, y, x)`` (ALDM: source latent and SPADE(source latent),
+                concatenated: ``2C`` channels).
             target_index: ``(B,)`` int64 target modality indices.
 
         Returns:
@@ -249,12 +254,16 @@ class ConditionedDiffusionUNet(nn.Module):
         return eps[:, :, : size[0], : size[1], : size[2]]
 
 
-def build_diffusion_unet(*, latent_channels: int, num_modalities: int, **cfg: Any) -> ConditionedDiffusionUNet:
+def build_diffusion_unet(
+    *, latent_channels: int, num_modalities: int, condition_channels: int | None = None, **cfg: Any
+) -> ConditionedDiffusionUNet:
     """Build the latent diffusion UNet.
 
     Args:
-        latent_channels: channels of the autoencoder latent (the UNet sees three times as many).
+        latent_channels: channels of the autoencoder latent (the noisy input and the predicted noise).
         num_modalities: number of target modalities (class embeddings / one-hot width).
+        condition_channels: channels of the condition concatenated to the noisy latent; ``None`` means ALDM's
+            ``2 * latent_channels`` (source latent and SPADE of it), so the UNet sees ``3 * latent_channels``.
         cfg: ``conditioning`` (one of :data:`CONDITIONING_MODES`) and keyword arguments of MONAI's
             ``DiffusionModelUNet``, merged over :data:`DIFFUSION_DEFAULTS`.
 
@@ -270,10 +279,13 @@ def build_diffusion_unet(*, latent_channels: int, num_modalities: int, **cfg: An
         raise ValueError("cross-attention conditioning needs at least one True entry in attention_levels")
     if latent_channels < 1 or num_modalities < 1:
         raise ValueError("latent_channels and num_modalities must be positive")
+    condition_channels = 2 * latent_channels if condition_channels is None else condition_channels
+    if isinstance(condition_channels, bool) or not isinstance(condition_channels, int) or condition_channels < 0:
+        raise ValueError(f"condition_channels must be a non-negative integer, got {condition_channels!r}")
     crossattn = conditioning in ("crossattn", "both")
     unet = DiffusionModelUNet(
         spatial_dims=3,
-        in_channels=3 * latent_channels,
+        in_channels=latent_channels + condition_channels,
         out_channels=latent_channels,
         with_conditioning=crossattn,
         cross_attention_dim=num_modalities if crossattn else None,
