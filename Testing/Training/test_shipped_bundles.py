@@ -29,8 +29,15 @@ PHANTOM_PREFIX = "phantom:"
 RUN_CONFIG_SPLIT = "the run config's test split"
 
 
+# Families whose code exists but whose first model is still to be trained (say why; remove once one ships).
+NOT_SHIPPED_YET = {"s2ldm": "issue 13 part 3: trained on the abdomen phantom in a later session"}
+
+
 def test_every_trained_family_ships_a_bundle():
-    assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == {"unet", "aldm", "slice_unet", "vid2vid"}
+    from MedTransCore.models.registry import FAMILY_NAMES
+
+    trained_families = set(FAMILY_NAMES) - {"identity", "histogram_matching"} - set(NOT_SHIPPED_YET)
+    assert {load_bundle(SHIPPED_DIR / name).family for name in TRAINED} == trained_families
 
 
 @pytest.mark.parametrize("name", SPLIT_SELECTED)

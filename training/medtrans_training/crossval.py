@@ -425,7 +425,7 @@ def crossval(
 
 
 def export_final(
-    recipe: Recipe,
+    recipe: Recipe | dict[str, Any],
     out: Path,
     bundle: Path,
     summary: dict[str, Any],
@@ -438,6 +438,7 @@ def export_final(
     """Train (or reuse) ``out/all`` on every subject and save it as ``bundle``, listing what the folds earned."""
     if bundle.exists():
         raise InputError(f"{bundle} already exists; remove it or choose another --bundle")
+    recipe = recipe if isinstance(recipe, Recipe) else single_stage(recipe)
     config = recipe.final
     full = fold_config(config, None)
     final = train_recipe(recipe, out / "all", None, device=device, log=log)

@@ -45,6 +45,14 @@ def init_distributed(device_kind: str) -> DistInfo:
     return info
 
 
+def wait_for_all_ranks() -> None:
+    """A barrier after a run that finished normally: a rank that tears gloo down while rank 0 is still saving can
+    abort the other process ("terminate called without an active exception"). Not on errors: a failed rank would
+    leave the others waiting for ever."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -41,6 +41,7 @@ from .distributed import (
     mean_over_ranks,
     resolve_training_device,
     shutdown_distributed,
+    wait_for_all_ranks,
 )
 from .stages.base import CHECKPOINT_NAME, Stage, get_stage_class
 
@@ -283,6 +284,7 @@ class Trainer:
             stop_at = self.train_cfg.get("stop_at")
             stopped = stop_at is not None and int(stop_at) < int(self.train_cfg["steps"])
             self._write_record(status="stopped" if stopped else "finished", ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            wait_for_all_ranks()
             return logs
         except BaseException as exc:
             self._write_record(
