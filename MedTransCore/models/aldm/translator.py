@@ -40,37 +40,41 @@ def _load(module: nn.Module, bundle: Bundle, filename: str) -> None:
         raise BundleError(f"bundle {bundle.name!r}: {filename} does not match its network config ({exc})") from exc
 
 
-class ALDMTranslator(Translator):
-    """Adaptive latent diffusion (seed paper 002) bound to one bundle.
+class LatentDiffusionTranslator(Translator):
+    """What the latent diffusion families (``aldm``, ``s2ldm``) share at inference.
 
-    Args:
-        bundle: an ``aldm`` bundle.
-        device: where the networks run.
+    The bundle's sampler settings (:meth:`load_sampler`), the choice of sampler, padding to the networks' divisor,
+    and encode -> condition -> sample -> decode (:meth:`translate`). A subclass builds ``autoencoder``,
+    ``diffusion`` and ``modalities``, then calls :meth:`load_sampler` and :meth:`load_weights`, and implements
+    :meth:`condition`.
     """
 
-    family = "aldm"
     stochastic = True
+    #: words of the error for a target the bundle has no conditioning for.
+    missing_target: str = "conditioning"
 
-    def __init__(self, bundle: Bundle, device: torch.device | str = "cpu") -> None:
-        super().__init__(bundle, device)
-        network = bundle.metadata["network"]
-        sampler = bundle.metadata.get("sampler") or {}
+    def load_sampler(self, sampler: dict) -> None:
+        """The DDIM schedule, the latent scale factor and the default sampler from ``metadata["sampler"]``.
+
+        Raises:
+            BundleError: an invalid schedule, no scale factor or an unknown sampler.
+        """
+        name = self.bundle.name
         try:
-            self.autoencoder, self.spade, self.diffusion = build_networks(network)
             self.scheduler = build_scheduler("ddim", **{k: sampler[k] for k in SCHEDULE_DEFAULTS if k in sampler})
         except ValueError as exc:
-            raise BundleError(f"bundle {bundle.name!r}: invalid aldm configuration: {exc}") from exc
+            raise BundleError(f"bundle {name!r}: invalid {self.family} configuration: {exc}") from exc
         if "scale_factor" not in sampler:
-            raise BundleError(f"bundle {bundle.name!r}: sampler.scale_factor is missing")
+            raise BundleError(f"bundle {name!r}: sampler.scale_factor is missing")
         self.scale_factor = float(sampler["scale_factor"])
         self.sampler = sampler.get("scheduler", "ddim")
         if self.sampler not in SAMPLERS:
-            raise BundleError(
-                f"bundle {bundle.name!r}: sampler.scheduler must be one of {SAMPLERS}, got {self.sampler!r}"
-            )
-        self.modalities = list(network["modalities"])
-        for name, module in (("autoencoder", self.autoencoder), ("spade", self.spade), ("diffusion", self.diffusion)):
-            _load(module, bundle, WEIGHT_FILES[name])
+            raise BundleError(f"bundle {name!r}: sampler.scheduler must be one of {SAMPLERS}, got {self.sampler!r}")
+
+    def load_weights(self, modules: dict[str, nn.Module], files: dict[str, str]) -> None:
+        """Load each module's weight file (strict), move it to the device, and set the padding divisor."""
+        for name, module in modules.items():
+            _load(module, self.bundle, files[name])
             module.to(self.device).eval()
         # The image must give a latent the UNet can down-sample without padding.
         self.divisor = self.autoencoder.downsample_factor * self.diffusion.divisor
@@ -88,6 +92,10 @@ class ALDMTranslator(Translator):
             raise InputError(f"unknown sampler {sampler!r}; model {self.bundle.name!r} offers {', '.join(SAMPLERS)}")
         self.sampler = sampler
 
+    def condition(self, x: torch.Tensor, target_modality: str) -> torch.Tensor:
+        """The diffusion UNet's scaled condition for the padded ``(B, 1, Z, Y, X)`` source ``x``."""
+        raise NotImplementedError
+
     def translate(
         self,
         source: torch.Tensor,
@@ -101,7 +109,7 @@ class ALDMTranslator(Translator):
     ) -> torch.Tensor:
         self.check_pair(source_modality, target_modality)
         if target_modality not in self.modalities:
-            raise BundleError(f"bundle {self.bundle.name!r} has no MS-SPADE parameters for {target_modality}")
+            raise BundleError(f"bundle {self.bundle.name!r} has no {self.missing_target} for {target_modality}")
         steps = steps if steps is not None else (self.default_steps or 10)
         report = progress or (lambda fraction: None)
         size = source.shape[2:]
@@ -112,14 +120,12 @@ class ALDMTranslator(Translator):
         with torch.inference_mode():
             x = source.to(self.device, torch.float32)
             x = F.pad(x, pads, value=BACKGROUND) if any(pads) else x
-            # MS-SPADE works on unscaled latents (as trained); the diffusion UNet sees everything scaled.
-            z_source = self.autoencoder.encode(x)
-            z_like = self.spade(z_source, target_modality)
+            condition = self.condition(x, target_modality)
             report(0.1)
             target_index = torch.full((x.shape[0],), self.modalities.index(target_modality), device=self.device)
             z = sample(
                 self.diffusion,
-                torch.cat([z_source, z_like], dim=1) * self.scale_factor,
+                condition,
                 target_index,
                 self.scheduler,
                 steps,
@@ -131,3 +137,32 @@ class ALDMTranslator(Translator):
             out = self.autoencoder.decode(z / self.scale_factor)
             report(1.0)
         return out[:, :, : size[0], : size[1], : size[2]].to(source.dtype)
+
+
+class ALDMTranslator(LatentDiffusionTranslator):
+    """Adaptive latent diffusion (seed paper 002) bound to one bundle.
+
+    Args:
+        bundle: an ``aldm`` bundle.
+        device: where the networks run.
+    """
+
+    family = "aldm"
+    missing_target = "MS-SPADE parameters"
+
+    def __init__(self, bundle: Bundle, device: torch.device | str = "cpu") -> None:
+        super().__init__(bundle, device)
+        network = bundle.metadata["network"]
+        try:
+            self.autoencoder, self.spade, self.diffusion = build_networks(network)
+        except ValueError as exc:
+            raise BundleError(f"bundle {bundle.name!r}: invalid aldm configuration: {exc}") from exc
+        self.load_sampler(bundle.metadata.get("sampler") or {})
+        self.modalities = list(network["modalities"])
+        modules = {"autoencoder": self.autoencoder, "spade": self.spade, "diffusion": self.diffusion}
+        self.load_weights(modules, WEIGHT_FILES)
+
+    def condition(self, x: torch.Tensor, target_modality: str) -> torch.Tensor:
+        # MS-SPADE works on unscaled latents (as trained); the diffusion UNet sees everything scaled.
+        z_source = self.autoencoder.encode(x)
+        return torch.cat([z_source, self.spade(z_source, target_modality)], dim=1) * self.scale_factor
