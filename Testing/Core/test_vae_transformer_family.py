@@ -10,6 +10,7 @@ from MedTransCore.errors import BundleError, InputError
 from MedTransCore.models.aldm.networks import build_autoencoder
 from MedTransCore.models.registry import get_translator_class
 from MedTransCore.models.vae_transformer import LatentTransformer, build_transformer, resolve_transformer_config
+from MedTransCore.models.vae_transformer import translator as vae_translator
 
 MODALITIES = ["CT", "MR_T1", "MR_T2"]
 AUTOENCODER = {"kind": "kl", "channels": [8, 8], "latent_channels": 2, "norm_num_groups": 4,
@@ -101,7 +102,7 @@ def tiny_bundle(path, transformer: dict | None = None):
         "pairs": [["CT", "MR_T2"], ["MR_T1", "MR_T2"]],
         "source_sets": [{"sources": ["CT", "MR_T1"], "target": "MR_T2"}],
         "spacing": [12.0, 12.0, 12.0],
-        "grid": [8, 8, 8],
+        "grid": None,  # whole volumes: the translator slides the transformer over the latents
         "normalisation": {"scheme": "MedTransCore.modalities"},
         "sampler": None,
         "network": {
@@ -119,9 +120,9 @@ def tiny_bundle(path, transformer: dict | None = None):
     return save_bundle(path, metadata, weights)
 
 
-def test_the_translator_pads_a_small_window_and_takes_one_or_several_listed_sources(tmp_path):
+def test_the_translator_pads_a_small_volume_and_takes_one_or_several_listed_sources(tmp_path):
     translator = get_translator_class("vae_transformer")(tiny_bundle(tmp_path / "b"), "cpu")
-    assert translator.multi_source and not translator.stochastic and translator.window == (8, 8, 8)
+    assert translator.multi_source and not translator.stochastic and translator.latent_grid == (4, 4, 4)
     fractions = []
     one = translator.translate(torch.randn(1, 1, 5, 8, 7), "CT", "MR_T2", progress=fractions.append)
     assert one.shape == (1, 1, 5, 8, 7) and fractions[-1] == 1.0
@@ -129,8 +130,45 @@ def test_the_translator_pads_a_small_window_and_takes_one_or_several_listed_sour
     assert both.shape == (1, 1, 8, 8, 8)
     with pytest.raises(InputError, match="does not list"):
         translator.translate_sources(torch.randn(1, 2, 8, 8, 8), ["MR_T1", "MR_T2"], "CT")
-    with pytest.raises(InputError, match="larger than"):
-        translator.translate(torch.randn(1, 1, 9, 8, 8), "CT", "MR_T2")
+
+
+def test_a_volume_of_several_windows_is_encoded_once_and_only_the_transformer_slides(tmp_path):
+    translator = get_translator_class("vae_transformer")(tiny_bundle(tmp_path / "b"), "cpu")
+    calls = {"encode": 0, "transformer": 0}
+    encode, transformer = translator.autoencoder.encode, translator.transformer.forward
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    translator.autoencoder.encode = counted("encode", encode)
+    translator.transformer.forward = counted("transformer", transformer)
+    out = translator.translate(torch.randn(1, 1, 13, 8, 11), "CT", "MR_T2")
+    assert out.shape == (1, 1, 13, 8, 11) and torch.isfinite(out).all()
+    # Padded to 14 x 8 x 12 voxels = 7 x 4 x 6 latents; 4^3 latent windows at half overlap: 3 x 1 x 2 of them.
+    assert calls == {"encode": 1, "transformer": 6}
+    # One window that is the whole latent volume: exactly encode -> transformer -> decode, as in training.
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.inference_mode():
+        latents = encode(x) * translator.scale_factor
+        index, present, target = torch.tensor([[0]]), torch.ones(1, 1, dtype=torch.bool), torch.tensor([2])
+        expected = translator.autoencoder.decode(transformer(latents[:, None], index, present, target) / 1.5)
+    torch.testing.assert_close(translator.translate(x, "CT", "MR_T2"), expected)
+
+
+def test_a_volume_larger_than_the_autoencoder_tile_is_encoded_and_decoded_in_blended_tiles(tmp_path, monkeypatch):
+    translator = get_translator_class("vae_transformer")(tiny_bundle(tmp_path / "b"), "cpu")
+    shapes = []
+    encode = translator.autoencoder.encode
+    translator.autoencoder.encode = lambda x: shapes.append(tuple(x.shape[2:])) or encode(x)
+    monkeypatch.setattr(vae_translator, "TILE", (8, 8, 8))
+    out = translator.translate(torch.randn(1, 1, 13, 8, 11), "CT", "MR_T2")
+    assert out.shape == (1, 1, 13, 8, 11) and torch.isfinite(out).all()
+    # 14 x 8 x 12 padded voxels in 8^3 tiles at a stride of 6 (aligned to the down-sampling): 2 x 1 x 2 tiles.
+    assert shapes == [(8, 8, 8)] * 4
 
 
 def test_translation_is_deterministic_and_cancellable(tmp_path):

@@ -21,8 +21,8 @@ The window (the bundle's ``grid``) is the transformer's latent grid times the au
 modality of an item is encoded whole by the frozen autoencoder, once per case (:class:`LatentCache`), and scaled to
 unit standard deviation (the factor is measured on the first batch, as in ``aldm_diffusion``); each step then
 takes one random window per item from the latents and the same region of the images (measured: encoding every
-48^3 crop at every step cost ~5x the transformer's step on one CPU thread). Inference encodes each window on its
-own, so latents differ from these crops only near a window's faces, which the sliding windows' overlap blends.
+48^3 crop at every step cost ~5x the transformer's step on one CPU thread). Inference does the same: it encodes the
+whole volume once and slides the transformer over its latents.
 
 Each item asks for one random modality the case has, from a random non-empty subset of its other modalities
 (exactly one with ``single_source_prob``), so one model serves every source set and attention learns to ignore
@@ -257,7 +257,7 @@ class VAETransformerStage(Stage):
         return {
             "network": self.network_fields(self.scale),
             "sampler": None,
-            "grid": self.window[::-1],
+            "grid": None,  # whole volumes: the translator slides only the transformer, in latent space
             "stages": {"aldm_autoencoder": run_summary(self.autoencoder_run)},
         }
 

@@ -122,7 +122,7 @@ class DecoderStage(VAETransformerStage):
         return {
             "network": self.network_fields(self.scale),
             "sampler": None,
-            "grid": self.window[::-1],
+            "grid": None,  # whole volumes: the translator slides only the transformer, in latent space
             "stages": {
                 "aldm_autoencoder": run_summary(self.autoencoder_run),
                 "vae_transformer": run_summary(self.transformer_run),
