@@ -98,16 +98,28 @@ class AutoencoderStage(Stage):
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         images = torch.cat([batch["source"], batch["target"]])
         mask = torch.cat([batch["mask"], batch["mask"]])
-        if self._reset_due(step):
-            autoencoder = self.unwrapped("autoencoder")
-            with torch.no_grad():
-                encodings = autoencoder.net.encode(images).float()
-            reset_dead_codes(autoencoder.net.quantizer.quantizer, encodings, float(self.reset_config["threshold"]))
+        self._reset_codes_if_due(step, images)
         recon, reg = self.net("autoencoder")(images)
         recon = recon.float()
         rec = self._reconstruction_loss(recon, images, mask)
         total = rec + float(self.loss_config["regularisation"]) * reg.float()
         logs = {"loss_rec": float(rec.detach()), "loss_reg": float(reg.detach())}
+        return self._optimise_with_gan(total, recon, images, logs, step)
+
+    def _reset_codes_if_due(self, step: int, images: torch.Tensor) -> None:
+        """Re-seed the VQ codebook's dead codes from the encodings of ``images`` when the schedule says so."""
+        if not self._reset_due(step):
+            return
+        autoencoder = self.unwrapped("autoencoder")
+        with torch.no_grad():
+            encodings = autoencoder.net.encode(images).float()
+        reset_dead_codes(autoencoder.net.quantizer.quantizer, encodings, float(self.reset_config["threshold"]))
+
+    def _optimise_with_gan(
+        self, total: torch.Tensor, recon: torch.Tensor, real: torch.Tensor, logs: dict[str, float], step: int
+    ) -> dict[str, float]:
+        """Step the autoencoder on ``total`` (+ the LSGAN generator term once the GAN has started), then the
+        patch discriminator on ``real`` against ``recon``; returns ``logs`` with the GAN losses added."""
         adversarial = self.uses_gan and step >= int(self.loss_config["adversarial_start"])
         if adversarial:
             disc = self.unwrapped("discriminator").requires_grad_(False)
@@ -118,9 +130,12 @@ class AutoencoderStage(Stage):
             logs["loss_adv"] = float(adv.detach())
         self.optimise("autoencoder", total)
         if adversarial:
-            scores = self.net("discriminator")(torch.cat([images, recon.detach()]))[-1].float()
-            real, fake = scores.chunk(2)
-            loss_d = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
+            scores = self.net("discriminator")(torch.cat([real, recon.detach()]))[-1].float()
+            real_score, fake_score = scores.chunk(2)
+            loss_d = 0.5 * (
+                F.mse_loss(real_score, torch.ones_like(real_score))
+                + F.mse_loss(fake_score, torch.zeros_like(fake_score))
+            )
             self.optimise("discriminator", loss_d)
             logs["loss_d"] = float(loss_d.detach())
         return logs

@@ -172,9 +172,21 @@ class DiffusionStage(Stage):
             WEIGHT_FILES["diffusion"]: self.eval_net("diffusion").state_dict(),
         }
 
-    def bundle_fields(self) -> dict[str, Any]:
+    def sampler_fields(self) -> dict[str, Any]:
+        """The bundle's ``sampler``: the noise schedule, the default sampler and steps, and the latent scale."""
         if self.scale == 0.0:
             raise ValueError("the latent scale factor was never measured: the run has not trained a step")
+        return {
+            "scheduler": self.default_sampler,
+            **self.schedule,
+            "prediction_type": "epsilon",
+            "clip_sample": False,
+            "eta": 0.0,
+            "default_steps": int(self.model_config.get("default_steps", 10)),
+            "scale_factor": self.scale,
+        }
+
+    def bundle_fields(self) -> dict[str, Any]:
         return {
             "network": {
                 "modalities": list(self.modalities),
@@ -182,15 +194,7 @@ class DiffusionStage(Stage):
                 "spade": dict(self.spade_config),
                 "diffusion": dict(self.network_config),
             },
-            "sampler": {
-                "scheduler": self.default_sampler,
-                **self.schedule,
-                "prediction_type": "epsilon",
-                "clip_sample": False,
-                "eta": 0.0,
-                "default_steps": int(self.model_config.get("default_steps", 10)),
-                "scale_factor": self.scale,
-            },
+            "sampler": self.sampler_fields(),
             "grid": self.model_config.get("grid"),
             "stages": {
                 "aldm_autoencoder": run_summary(self.model_config["autoencoder_run"]),

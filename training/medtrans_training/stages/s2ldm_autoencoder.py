@@ -41,7 +41,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from MedTransCore.models.aldm.networks import LatentAutoencoder, build_autoencoder, resolve_autoencoder_config
@@ -56,7 +55,7 @@ from MedTransCore.models.s2ldm.networks import (
 
 from ..config_schema import _leaves, _per_module, _resolved_by
 from .aldm_autoencoder import LOSS_DEFAULTS as ALDM_LOSS_DEFAULTS
-from .aldm_autoencoder import RESET_DEFAULTS, AutoencoderStage, reset_dead_codes, run_config
+from .aldm_autoencoder import RESET_DEFAULTS, AutoencoderStage, run_config
 from .base import load_run_state
 
 LOSS_DEFAULTS = {**ALDM_LOSS_DEFAULTS, **SIMILARITY_DEFAULTS}
@@ -98,11 +97,7 @@ class SyncreticAutoencoderStage(AutoencoderStage):
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         source, target, mask = batch["source"], batch["target"], batch["mask"]
-        if self._reset_due(step):
-            autoencoder = self.unwrapped("autoencoder")
-            with torch.no_grad():
-                encodings = autoencoder.net.encode(torch.cat([source, target])).float()
-            reset_dead_codes(autoencoder.net.quantizer.quantizer, encodings, float(self.reset_config["threshold"]))
+        self._reset_codes_if_due(step, torch.cat([source, target]))
         wanted = self.enhanced(target)
         out = self.net("autoencoder")(source, target)  # one call: the shared encoder sees both images
         recon = out.reconstruction.float()
@@ -113,22 +108,8 @@ class SyncreticAutoencoderStage(AutoencoderStage):
         reg = out.regularisation.float()
         total = rec + float(self.loss_config["regularisation"]) * reg + float(self.loss_config["similarity"]) * sim
         logs = {"loss_rec": float(rec.detach()), "loss_reg": float(reg.detach()), "loss_sim": float(sim.detach())}
-        adversarial = self.uses_gan and step >= int(self.loss_config["adversarial_start"])
-        if adversarial:  # LSGAN as in aldm_autoencoder; the enhanced CECT is the real image
-            disc = self.unwrapped("discriminator").requires_grad_(False)
-            score = disc(recon)[-1].float()
-            adv = F.mse_loss(score, torch.ones_like(score))
-            disc.requires_grad_(True)
-            total = total + float(self.loss_config["adversarial"]) * adv
-            logs["loss_adv"] = float(adv.detach())
-        self.optimise("autoencoder", total)
-        if adversarial:
-            scores = self.net("discriminator")(torch.cat([wanted, recon.detach()]))[-1].float()
-            real, fake = scores.chunk(2)
-            loss_d = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
-            self.optimise("discriminator", loss_d)
-            logs["loss_d"] = float(loss_d.detach())
-        return logs
+        # LSGAN as in aldm_autoencoder; the enhanced CECT is the real image
+        return self._optimise_with_gan(total, recon, wanted, logs, step)
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, float]:
         autoencoder = self.eval_net("autoencoder")
