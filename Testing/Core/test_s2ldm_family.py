@@ -10,7 +10,9 @@ import torch
 
 from MedTransCore.bundles import Bundle, load_bundle, save_bundle
 from MedTransCore.errors import BundleError, CancelledError, InputError
+from MedTransCore.models.aldm import translator as aldm_translator
 from MedTransCore.models.aldm.networks import build_autoencoder, build_diffusion_unet
+from MedTransCore.models.aldm.sampler import build_scheduler, sample
 from MedTransCore.models.registry import get_translator_class
 from MedTransCore.models.s2ldm import (
     S2LDMTranslator,
@@ -32,7 +34,7 @@ TINY_UNET = {"channels": [8, 8], "attention_levels": [False, False], "norm_num_g
 NETWORK = {"modalities": ["CT", "CT_ARTERIAL", "CT_VENOUS"], "autoencoder": TINY_VQ, "diffusion": TINY_UNET}
 
 
-def tiny_s2ldm_bundle(directory: Path, seed: int = 0, sampler: dict | None = None) -> Bundle:
+def tiny_s2ldm_bundle(directory: Path, seed: int = 0, sampler: dict | None = None, output: str | None = None) -> Bundle:
     """A randomly initialised ``s2ldm`` bundle for CT -> arterial / venous at 12 mm (whole volumes, 2 steps)."""
     torch.manual_seed(seed)
     autoencoder, diffusion = build_networks(NETWORK)
@@ -53,6 +55,7 @@ def tiny_s2ldm_bundle(directory: Path, seed: int = 0, sampler: dict | None = Non
         "training": {},
         "metrics": {},
         "licence": "Apache-2.0",
+        **({"output": output} if output else {}),
     }
     weights = {"autoencoder.safetensors": autoencoder.state_dict(), "diffusion.safetensors": diffusion.state_dict()}
     return save_bundle(directory, metadata, weights)
@@ -219,6 +222,35 @@ def test_the_unet_sees_the_noisy_latent_and_the_masked_ncct_latent_and_depends_o
         type(unet)(build_diffusion_unet(latent_channels=2, num_modalities=3, **TINY_UNET))
 
 
+def test_a_residual_unet_starts_at_the_ncct_latent_and_its_noise_is_consistent_with_its_clean_latent():
+    net = build_diffusion(latent_channels=2, num_modalities=3, prediction="residual", **TINY_UNET)
+    scheduler = build_scheduler("ddim")
+    z_nc, noisy = torch.randn(2, 2, 8, 8, 8), torch.randn(2, 2, 8, 8, 8)
+    mask = torch.rand(2, 1, 8, 8, 8)
+    condition, t, phase = guidance(z_nc, mask), torch.tensor([10, 700]), torch.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="set_schedule"):
+        net(noisy, t, condition, phase)
+    net.set_schedule(scheduler.alphas_cumprod)
+    # MONAI zero-initialises the last layer: an untrained network predicts the masked NCCT latent.
+    torch.testing.assert_close(net(noisy, t, condition, phase, output="x0"), z_nc * mask)
+    for p in net.denoiser.unet.out.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x0, eps = net(noisy, t, condition, phase, output="x0"), net(noisy, t, condition, phase)
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(noisy, a.sqrt() * x0 + (1 - a).sqrt() * eps)
+    # Every sampler then returns the NCCT latent from an untrained residual network, whatever the noise.
+    fresh = build_diffusion(latent_channels=2, num_modalities=3, prediction="residual", **TINY_UNET)
+    fresh.set_schedule(scheduler.alphas_cumprod)
+    for sampler in ("ddim", "dpmpp"):
+        out = sample(fresh, guidance(z_nc), phase, scheduler, 5, sampler=sampler, seed=3)
+        torch.testing.assert_close(out, z_nc, atol=1e-5, rtol=0)
+    epsilon = build_diffusion(latent_channels=2, num_modalities=3, **TINY_UNET)
+    with pytest.raises(ValueError, match="noise only"):
+        epsilon(noisy, t, condition, phase, output="x0")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        build_diffusion(latent_channels=2, num_modalities=3, prediction="v", **TINY_UNET)
+
+
 def test_build_networks_names_a_missing_part():
     with pytest.raises(ValueError, match="diffusion"):
         build_networks({"modalities": ["CT"], "autoencoder": TINY_VQ})
@@ -245,6 +277,24 @@ def test_inference_conditions_on_the_ncct_latent_with_an_all_ones_mask_and_the_t
         latent, mask = condition.chunk(2, dim=1)
         torch.testing.assert_close(latent, z_source)
         assert bool((mask == 1).all()) and target.tolist() == [2]
+
+
+def test_a_residual_bundle_adds_the_decoded_enhancement_to_the_source(tmp_path, monkeypatch):
+    direct = S2LDMTranslator(tiny_s2ldm_bundle(tmp_path / "direct"))
+    residual = S2LDMTranslator(tiny_s2ldm_bundle(tmp_path / "residual", output="residual"))
+    assert (direct.output_mode, residual.output_mode) == ("direct", "residual")
+    x = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    a, b = direct.translate(x, "CT", "CT_ARTERIAL", seed=2), residual.translate(x, "CT", "CT_ARTERIAL", seed=2)
+    with torch.inference_mode():
+        reconstruction = direct.autoencoder.decode(direct.autoencoder.encode(x))
+    torch.testing.assert_close(b, x + a - reconstruction)
+    # A sample that is the source's own latent (no enhancement predicted) gives the source back exactly.
+    monkeypatch.setattr(aldm_translator, "sample", lambda net, condition, *args, **kwargs: condition.chunk(2, 1)[0])
+    torch.testing.assert_close(residual.translate(x, "CT", "CT_ARTERIAL"), x, atol=1e-5, rtol=0)
+    broken = load_bundle(tmp_path / "residual")
+    broken.metadata["output"] = "sharpened"
+    with pytest.raises(BundleError, match="output must be one of"):
+        S2LDMTranslator(broken)
 
 
 def test_the_same_seed_gives_the_same_translation_and_another_seed_another(tmp_path):

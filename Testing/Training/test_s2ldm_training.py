@@ -11,6 +11,8 @@ import torch
 
 from medtrans_training.cli import main as train_main
 from medtrans_training.config import load_config
+from medtrans_training.contrast_eval import IDENTITY
+from medtrans_training.contrast_eval import main as contrast_main
 from medtrans_training.export import export_run
 from medtrans_training.stages.s2ldm_autoencoder import SyncreticAutoencoderStage
 from medtrans_training.stages.s2ldm_diffusion import SimilarityDiffusionStage
@@ -77,7 +79,7 @@ def test_both_stages_train_resume_and_export_a_bundle_that_turns_an_abdomen_ct_a
     assert resumed["step"] == 3 and float(resumed["modules"]["latent_scale"]["value"]) == scale
 
     bundle = load_bundle(export_run(diffusion, tmp_path / "tiny-s2ldm", keep_all_pairs=True, device="cpu").path)
-    assert bundle.family == "s2ldm" and bundle.metadata["grid"] is None
+    assert bundle.family == "s2ldm" and bundle.metadata["grid"] is None and bundle.metadata["output"] == "direct"
     assert set(bundle.metadata["weights"]) == {"autoencoder.safetensors", "diffusion.safetensors"}
     assert bundle.pairs == [("CT", "CT_ARTERIAL"), ("CT", "CT_VENOUS")]
     assert bundle.metadata["normalisation"]["intensity_window"] == WINDOW
@@ -102,6 +104,17 @@ def test_both_stages_train_resume_and_export_a_bundle_that_turns_an_abdomen_ct_a
     assert image.GetSize() == ct.GetSize() and image.GetSpacing() == ct.GetSpacing()
     assert image.GetOrigin() == ct.GetOrigin() and image.GetDirection() == ct.GetDirection()
     assert result.settings["steps"] == 2 and sitk.GetArrayFromImage(image).std() > 0
+
+    # The comparison command scores the exported bundle on held-out phantoms and draws its figure.
+    out = tmp_path / "contrast.md"
+    contrast_main(
+        [str(bundle.path), "--seeds", "7-7", "--shape", "32,24,16", "--spacing", "12", "--out", str(out)]
+        + ["--figure", str(tmp_path / "contrast.png"), "--device", "cpu"]
+    )
+    table = out.read_text()
+    assert "| tiny-s2ldm |" in table and f"| {IDENTITY} |" in table and (tmp_path / "contrast.png").stat().st_size
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"tiny-s2ldm", IDENTITY} and len(rows) == 4
 
 
 def test_the_autoencoder_step_trains_one_shared_encoder_on_both_images_and_a_patch_gan():
@@ -171,6 +184,23 @@ def test_the_training_mask_follows_the_schedule_and_validation_and_the_ablation_
     assert bool((ablation.condition(batch)[1][:, 2:] == 1).all())
 
 
+def test_a_residual_diffusion_stage_learns_the_clean_latent_and_records_its_prediction_for_the_bundle(autoencoder_run):
+    stage = SimilarityDiffusionStage(diffusion_config(autoencoder_run, "model.prediction=residual"))
+    modules = stage.build_modules()
+    stage.attach(modules, {}, {})
+    stage.configure_optimizers()
+    before = [p.detach().clone() for p in modules["diffusion"].parameters()]
+    logs = stage.training_step(pair_batch(2), step=0)
+    assert set(logs) == {"loss_x0", "mask_mean"} and logs["loss_x0"] > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, modules["diffusion"].parameters(), strict=True))
+    assert stage.network_config["prediction"] == "residual" and stage.bundle_fields()["network"]["diffusion"] == {
+        **stage.network_config
+    }
+    assert set(stage.validation_step(pair_batch(3))) >= {"val_mse", "val_latent_l1", "val_mae_body"}
+    with pytest.raises(ValueError, match="model.prediction must be one of"):
+        SimilarityDiffusionStage(diffusion_config(autoencoder_run, "model.prediction=v"))
+
+
 def test_a_diffusion_run_needs_a_syncretic_autoencoder_run_with_the_same_intensity_window(autoencoder_run, tmp_path):
     with pytest.raises(ValueError, match="intensity_window"):
         SimilarityDiffusionStage(diffusion_config(autoencoder_run, "data.intensity_window.CT=[-300, 600]"))
@@ -188,6 +218,8 @@ def test_a_diffusion_run_needs_a_syncretic_autoencoder_run_with_the_same_intensi
     for bad in ("exponent=0", "scaling=softmax", "enabled=maybe"):
         with pytest.raises(ValueError, match="similarity_mask"):
             SimilarityDiffusionStage(diffusion_config(autoencoder_run, f"model.similarity_mask.{bad}"))
+    with pytest.raises(ValueError, match="model.output must be one of"):
+        SimilarityDiffusionStage(diffusion_config(autoencoder_run, "model.output=sharpened"))
 
 
 @pytest.mark.parametrize(

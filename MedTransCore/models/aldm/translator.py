@@ -134,9 +134,13 @@ class LatentDiffusionTranslator(Translator):
                 progress=lambda f: report(0.1 + 0.8 * f),
                 cancel=cancel,
             )
-            out = self.autoencoder.decode(z / self.scale_factor)
+            out = self.output(x, self.autoencoder.decode(z / self.scale_factor))
             report(1.0)
         return out[:, :, : size[0], : size[1], : size[2]].to(source.dtype)
+
+    def output(self, x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """The translation from the padded source ``x`` and the decoded sample (default: the decoded sample)."""
+        return decoded
 
 
 class ALDMTranslator(LatentDiffusionTranslator):

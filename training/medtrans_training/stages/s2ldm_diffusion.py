@@ -13,6 +13,8 @@ Config (``model`` section)::
       latent_cache: true
       latent_crop: 12                  # random crops of the latents (edge in latent voxels); null = whole
       grid: null
+      output: direct                   # the bundle's output: direct (the paper) or residual (S2LDMTranslator)
+      prediction: epsilon              # the UNet predicts the noise (the paper) or residual: the latent enhancement
 
 Training (Eqs. 3-4 as reconstructed in :mod:`MedTransCore.models.s2ldm.networks`)::
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from MedTransCore.models.aldm.networks import resolve_diffusion_config
@@ -40,12 +43,13 @@ from MedTransCore.models.aldm.sampler import SAMPLERS, SCHEDULE_DEFAULTS, build_
 from MedTransCore.models.s2ldm.networks import (
     MASK_DEFAULTS,
     MASK_SCALINGS,
+    PREDICTIONS,
     build_diffusion,
     feature_similarity,
     guidance,
     similarity_mask,
 )
-from MedTransCore.models.s2ldm.translator import WEIGHT_FILES
+from MedTransCore.models.s2ldm.translator import OUTPUTS, WEIGHT_FILES
 
 from ..config_schema import _leaves, _per_module, _resolved_by
 from .aldm_autoencoder import LatentCache, run_summary
@@ -62,7 +66,15 @@ class SimilarityDiffusionStage(DiffusionStage):
     ema_modules = ("diffusion",)
     model_schema: ClassVar[dict[str, Any]] = {
         **_leaves(
-            "autoencoder_run", "default_sampler", "default_steps", "val_steps", "latent_cache", "latent_crop", "grid"
+            "autoencoder_run",
+            "default_sampler",
+            "default_steps",
+            "val_steps",
+            "latent_cache",
+            "latent_crop",
+            "grid",
+            "output",
+            "prediction",
         ),
         "network": _resolved_by(resolve_diffusion_config),
         "similarity_mask": _leaves(*MASK_DEFAULTS),
@@ -77,6 +89,9 @@ class SimilarityDiffusionStage(DiffusionStage):
         self.default_sampler = self.model_config.get("default_sampler", "ddim")
         if self.default_sampler not in SAMPLERS:
             raise ValueError(f"model.default_sampler must be one of {SAMPLERS}, got {self.default_sampler!r}")
+        self.output_mode = self.model_config.get("output", "direct")
+        if self.output_mode not in OUTPUTS:
+            raise ValueError(f"model.output must be one of {OUTPUTS}, got {self.output_mode!r}")
         self.mask_config = {**MASK_DEFAULTS, **self.model_config.get("similarity_mask", {})}
         mask = self.mask_config
         if (
@@ -97,6 +112,11 @@ class SimilarityDiffusionStage(DiffusionStage):
                 f"{autoencoder_run['data'].get('intensity_window')}, this run with {window}: they must be the same"
             )
         self.network_config = resolve_diffusion_config(**self.model_config.get("network", {}))
+        prediction = self.model_config.get("prediction", "epsilon")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"model.prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if prediction != "epsilon":  # recorded with the network: the translator rebuilds the same wrapper
+            self.network_config["prediction"] = prediction
         self.schedule = {**SCHEDULE_DEFAULTS, **self.model_config.get("scheduler", {})}
         self.train_scheduler = build_scheduler("ddpm", **self.schedule)
         self.sample_scheduler = build_scheduler("ddim", **self.schedule)
@@ -111,6 +131,7 @@ class SimilarityDiffusionStage(DiffusionStage):
             num_modalities=len(self.modalities),
             **self.network_config,
         )
+        unet.set_schedule(self.train_scheduler.alphas_cumprod)
         return {"diffusion": unet, "latent_scale": LatentScale()}
 
     @torch.no_grad()
@@ -135,10 +156,29 @@ class SimilarityDiffusionStage(DiffusionStage):
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         self.progress = min(step / max(int(self.train_config["steps"]), 1), 1.0)
         try:
-            logs = super().training_step(batch, step)  # aldm_diffusion's Eq. 4 step on self.condition
+            if self.network_config.get("prediction", "epsilon") == "epsilon":
+                logs = super().training_step(batch, step)  # aldm_diffusion's Eq. 4 step on self.condition
+            else:
+                logs = self._residual_step(batch)
         finally:
             self.progress = None
         return {**logs, "mask_mean": self.last_mask_mean}
+
+    def _residual_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Eq. 4 with the clean latent as the target (``prediction: residual``): an MSE on ``x0``, uniform in ``t``.
+
+        The noise MSE of the same network would weigh each ``t`` by ``a_t / (1 - a_t)`` (~700 at ``t = 0``, ~0 at
+        ``t = T``): the low-noise steps, where the enhancement is small against the noise-free latent, would
+        dominate.
+        """
+        x0, cond = self._random_crop(*self.condition(batch))
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.train_scheduler.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noisy = self.train_scheduler.add_noise(x0, noise, t)
+        predicted = self.net("diffusion")(noisy, t, cond, batch["target_modality"], output="x0")
+        loss = F.mse_loss(predicted.float(), x0)
+        self.optimise("diffusion", loss)
+        return {"loss_x0": float(loss.detach())}
 
     def bundle_weights(self) -> dict[str, dict[str, torch.Tensor]]:
         return {
@@ -147,24 +187,15 @@ class SimilarityDiffusionStage(DiffusionStage):
         }
 
     def bundle_fields(self) -> dict[str, Any]:
-        if self.scale == 0.0:
-            raise ValueError("the latent scale factor was never measured: the run has not trained a step")
         return {
             "network": {
                 "modalities": list(self.modalities),
                 "autoencoder": dict(self.autoencoder_config),
                 "diffusion": dict(self.network_config),
             },
-            "sampler": {
-                "scheduler": self.default_sampler,
-                **self.schedule,
-                "prediction_type": "epsilon",
-                "clip_sample": False,
-                "eta": 0.0,
-                "default_steps": int(self.model_config.get("default_steps", 10)),
-                "scale_factor": self.scale,
-            },
+            "sampler": self.sampler_fields(),
             "grid": self.model_config.get("grid"),
+            "output": self.output_mode,
             # how training masked the condition (Eq. 3); inference always uses an all-ones mask
             "similarity_mask": {
                 **self.mask_config,
