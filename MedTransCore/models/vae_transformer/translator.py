@@ -8,9 +8,10 @@ sampling, no seed.
 The volume is encoded once (in large blended tiles, :data:`TILE`, which bound the memory of a big volume), the
 transformer slides over the latent volume in its own window (its latent ``grid``) with overlapping,
 Gaussian-blended windows, and the predicted latents are decoded once (in the same tiles). Training encodes whole
-cases and takes random latent windows, so this is also the inference that matches it. Bundles exported since write ``grid: null`` (the pipeline hands over the whole volume);
-an older bundle's image-space ``grid`` still works, each window then being encoded on its own (measured on
-``phantom-head-vae-transformer``: 128^3 at 1 mm took 96 s that way, most of it re-encoding overlapping windows).
+cases and takes random latent windows, so this is also the inference that matches it. Bundles exported since write
+``grid: null`` (the pipeline hands over the whole volume); an older bundle's image-space ``grid`` still works, each
+window then being encoded on its own (measured on ``phantom-head-vae-transformer``: a 128^3 grid took 96 s that way,
+most of it re-encoding overlapping windows).
 """
 
 from __future__ import annotations
