@@ -140,10 +140,22 @@ class DiffusionStage(Stage):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.train_scheduler.num_train_timesteps, (x0.shape[0],), device=x0.device)
         noisy = self.train_scheduler.add_noise(x0, noise, t)
-        eps = self.net("diffusion")(noisy, t, cond, batch["target_modality"])
-        loss = F.mse_loss(eps.float(), noise)
+        name, loss = self.denoising_loss(noisy, t, cond, batch["target_modality"], noise, x0)
         self.optimise("diffusion", loss)
-        return {"loss_mse": float(loss.detach())}
+        return {name: float(loss.detach())}
+
+    def denoising_loss(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        target_index: torch.Tensor,
+        noise: torch.Tensor,
+        x0: torch.Tensor,
+    ) -> tuple[str, torch.Tensor]:
+        """The step's objective and its log name: the MSE of the predicted noise (``loss_mse``)."""
+        eps = self.net("diffusion")(noisy, t, cond, target_index)
+        return "loss_mse", F.mse_loss(eps.float(), noise)
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, float]:
         x0, cond = self.condition(batch)

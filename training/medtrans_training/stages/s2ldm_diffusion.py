@@ -156,29 +156,31 @@ class SimilarityDiffusionStage(DiffusionStage):
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         self.progress = min(step / max(int(self.train_config["steps"]), 1), 1.0)
         try:
-            if self.network_config.get("prediction", "epsilon") == "epsilon":
-                logs = super().training_step(batch, step)  # aldm_diffusion's Eq. 4 step on self.condition
-            else:
-                logs = self._residual_step(batch)
+            logs = super().training_step(batch, step)  # aldm_diffusion's Eq. 4 step on self.condition
         finally:
             self.progress = None
         return {**logs, "mask_mean": self.last_mask_mean}
 
-    def _residual_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """Eq. 4 with the clean latent as the target (``prediction: residual``): an MSE on ``x0``, uniform in ``t``.
+    def denoising_loss(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        target_index: torch.Tensor,
+        noise: torch.Tensor,
+        x0: torch.Tensor,
+    ) -> tuple[str, torch.Tensor]:
+        """Eq. 4 as the paper has it, or with the clean latent as the target (``prediction: residual``): an MSE on
+        ``x0`` (``loss_x0``), uniform in ``t``.
 
-        The noise MSE of the same network would weigh each ``t`` by ``a_t / (1 - a_t)`` (~700 at ``t = 0``, ~0 at
+        The noise MSE of a residual network would weigh each ``t`` by ``a_t / (1 - a_t)`` (~700 at ``t = 0``, ~0 at
         ``t = T``): the low-noise steps, where the enhancement is small against the noise-free latent, would
         dominate.
         """
-        x0, cond = self._random_crop(*self.condition(batch))
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, self.train_scheduler.num_train_timesteps, (x0.shape[0],), device=x0.device)
-        noisy = self.train_scheduler.add_noise(x0, noise, t)
-        predicted = self.net("diffusion")(noisy, t, cond, batch["target_modality"], output="x0")
-        loss = F.mse_loss(predicted.float(), x0)
-        self.optimise("diffusion", loss)
-        return {"loss_x0": float(loss.detach())}
+        if self.network_config.get("prediction", "epsilon") == "epsilon":
+            return super().denoising_loss(noisy, t, cond, target_index, noise, x0)
+        predicted = self.net("diffusion")(noisy, t, cond, target_index, output="x0")
+        return "loss_x0", F.mse_loss(predicted.float(), x0)
 
     def bundle_weights(self) -> dict[str, dict[str, torch.Tensor]]:
         return {
