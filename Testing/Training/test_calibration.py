@@ -9,12 +9,13 @@ import numpy as np
 from medtrans_training.calibration import (
     CropSampler,
     build_plain_unet,
+    bundle_rows,
     calibrate,
     calibration_table,
     main,
     translate_plain,
 )
-from medtrans_training.crossval import subjects_of
+from medtrans_training.crossval import METRICS, subjects_of
 
 from .helpers import tiny_config, write_simple_cases
 
@@ -69,3 +70,17 @@ def test_the_command_writes_the_table_and_its_rows(tmp_path, monkeypatch):
     assert main([str(config), "--steps", "2", "--out", str(out)]) == 0
     assert "MR_T1->MR_T2" in out.read_text()
     assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 6
+
+
+def test_a_bundles_recorded_per_subject_scores_of_the_request_become_its_rows():
+    scores = dict.fromkeys(METRICS, 1.0)
+    recorded = [
+        {"case": "a", "request": "MR_T1->MR_T2", "method": "model", **scores},
+        {"case": "a", "request": "MR_T1->MR_T2", "method": "identity", **scores},
+        {"case": "b", "request": "MR_T2->MR_T1", "method": "model", **scores},
+        {"case": "c", "request": "MR_T1->MR_T2", "method": "model", **scores},
+    ]
+    metadata = {"name": "brain", "metrics": {"crossval": {"rows": recorded}}}
+    rows = bundle_rows(metadata, "MR_T1->MR_T2", ["a", "b"])
+    assert [(r["case"], r["method"]) for r in rows] == [("a", "brain")]
+    assert bundle_rows({"name": "old", "metrics": {"crossval": {}}}, "MR_T1->MR_T2", ["a"]) == []

@@ -27,6 +27,8 @@ SPLIT_SELECTED = [name for name in TRAINED if "test" in load_bundle(SHIPPED_DIR 
 CROSS_VALIDATED = [name for name in TRAINED if "crossval" in load_bundle(SHIPPED_DIR / name).metadata["metrics"]]
 PHANTOM_PREFIX = "phantom:"
 RUN_CONFIG_SPLIT = "the run config's test split"
+#: Recorded test specs are paths relative to the repository root (where `medtrans-train select` ran).
+REPO_ROOT = SHIPPED_DIR.parents[2]
 
 
 # Families whose code exists but whose first model is still to be trained (say why; remove once one ships).
@@ -94,10 +96,11 @@ def recorded_test_cases(bundle: Bundle) -> dict:
         loaders = dict(case_loaders(data, "test"))
         assert set(test["cases"]) <= set(loaders)
         return {case: loaders[case] for case in test["cases"]}
-    if not spec.startswith(PHANTOM_PREFIX):
-        if not Path(spec).is_dir():
+    if not spec.startswith(PHANTOM_PREFIX):  # a data folder, a manifest or a run config (`select --test CONFIG`)
+        path = Path(spec) if Path(spec).is_absolute() else REPO_ROOT / spec
+        if not path.exists():
             pytest.skip(f"its test data {spec} is not on this machine")
-        return dict(cases_from_spec(spec, meta["modalities"], meta["spacing"], split="test", cases=test["cases"]))
+        return dict(cases_from_spec(str(path), meta["modalities"], meta["spacing"], split="test", cases=test["cases"]))
     anatomy = spec.split(":")[1]
     reference = cases_from_spec(spec, meta["modalities"], meta["spacing"])  # the ids select used
     assert [case for case, _ in reference] == test["cases"]

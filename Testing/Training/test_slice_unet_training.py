@@ -237,6 +237,7 @@ def test_the_bundle_trained_on_every_subject_lists_only_what_the_folds_earned(su
             "MR_T2->MR_T1": {"listed": False, "subjects": ["case0", "case1"]},
             "MR_T1+MR_PD->MR_T2": {"listed": True, "subjects": ["case0", "case1"]},
         },
+        "rows": [{"case": "case0", "request": "MR_T1->MR_T2", "method": "model", "PSNR_whole": 20.0}],
     }
     bundle = export_final(
         config, tmp_path / "cv", tmp_path / "bundle", summary, subjects_of(config), command="c", log=print,
@@ -246,6 +247,7 @@ def test_the_bundle_trained_on_every_subject_lists_only_what_the_folds_earned(su
     assert bundle.pairs == [("MR_T1", "MR_T2")]
     assert bundle.supports_sources(["MR_PD", "MR_T1"], "MR_T2") and not bundle.supports_sources(["MR_T2"], "MR_T1")
     assert bundle.metadata["metrics"]["crossval"]["listing_rule"] == "r"
+    assert bundle.metadata["metrics"]["crossval"]["rows"] == summary["rows"]  # per subject, for later comparisons
     assert bundle.metadata["training"]["train_cases"] == ["case0", "case1", "case2"]
     assert bundle.metadata["output_mask"] == "source_nonzero" and bundle.metadata["grid"] is None
     assert bundle.metadata["normalisation"]["mr_scheme"] == "brain_percentiles"

@@ -188,12 +188,15 @@ def _cell(values: list[float], digits: int) -> str:
 def calibration_table(
     rows: list[dict[str, Any]], request: str, crossval: dict[str, Any] | None, steps: int, bundle: str | None
 ) -> str:
-    """Markdown: one row per held-out subject and method, then the means, then the bundle's cross-validated row."""
+    """Markdown: one row per held-out subject and method, then the means, then the bundle's cross-validated row.
+
+    ``rows`` may hold the bundle's own per-subject rows (method: the bundle's name; see :func:`bundle_rows`).
+    """
     head = "| subject | method | " + " | ".join(METRICS) + " |"
     lines = [head, "| --- | --- |" + " --- |" * len(METRICS)]
     for row in rows:
         lines.append(f"| {row['case']} | {row['method']} | " + " | ".join(_fmt(row[m], m) for m in METRICS) + " |")
-    for method in ("plain", "identity"):
+    for method in ("plain", "identity"):  # the bundle's own mean is the cross-validated row below
         values = [r for r in rows if r["method"] == method]
         cells = [_cell([r[m] for r in values], 3 if "SSIM" in m or "MAE" in m else 2) for m in METRICS]
         lines.append(f"| mean ± std ({len(values)}) | {method} | " + " | ".join(cells) + " |")
@@ -213,6 +216,14 @@ def calibration_table(
         "identity: the source as is (the best source per metric)."
     )
     return "\n".join(lines) + "\n" + note + "\n"
+
+
+def bundle_rows(metadata: dict[str, Any], request: str, cases: list[str]) -> list[dict[str, Any]]:
+    """The bundle's cross-validated per-subject scores of ``request`` on ``cases`` (none in bundles exported before
+    ``metrics.crossval.rows`` was recorded), as rows of method ``metadata["name"]``."""
+    recorded = metadata.get("metrics", {}).get("crossval", {}).get("rows", [])
+    chosen = [r for r in recorded if r["request"] == request and r["method"] == "model" and r["case"] in cases]
+    return [{**{k: r[k] for k in ("case", *METRICS)}, "method": metadata["name"]} for r in chosen]
 
 
 def _fmt(value: float, metric: str) -> str:
@@ -237,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         metadata = json.loads((Path(args.bundle) / "metadata.json").read_text())
         bundle_name = metadata["name"]
         crossval = metadata.get("metrics", {}).get("crossval", {}).get("requests", {}).get(request)
+        cases = [r["case"] for r in rows if r["method"] == "plain"]
+        rows = sorted(rows + bundle_rows(metadata, request, cases), key=lambda r: cases.index(r["case"]))
     table = calibration_table(rows, request, crossval, args.steps, bundle_name)
     print(table)
     if args.out:

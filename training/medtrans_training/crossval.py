@@ -453,6 +453,8 @@ def export_final(
             "subjects": summary["subjects"],
             "not_held_out": summary.get("not_held_out", []),
             "requests": {k: {kk: vv for kk, vv in v.items()} for k, v in summary["requests"].items()},
+            # Per held-out subject, so a later comparison (the calibration) can be made subject by subject.
+            "rows": summary.get("rows", []),
         }
     }
     metadata = {
