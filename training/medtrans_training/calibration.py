@@ -181,8 +181,16 @@ def calibrate(
     return rows
 
 
-def _cell(values: list[float], digits: int) -> str:
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+def _digits(metric: str) -> int:
+    return 2 if metric.startswith("PSNR") else 3
+
+
+def _fmt(value: float, metric: str) -> str:
+    return f"{value:.{_digits(metric)}f}"
+
+
+def _mean_std(mean: float, std: float, metric: str) -> str:
+    return f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
 
 
 def calibration_table(
@@ -198,15 +206,11 @@ def calibration_table(
         lines.append(f"| {row['case']} | {row['method']} | " + " | ".join(_fmt(row[m], m) for m in METRICS) + " |")
     for method in ("plain", "identity"):  # the bundle's own mean is the cross-validated row below
         values = [r for r in rows if r["method"] == method]
-        cells = [_cell([r[m] for r in values], 3 if "SSIM" in m or "MAE" in m else 2) for m in METRICS]
+        cells = [_mean_std(np.mean([r[m] for r in values]), np.std([r[m] for r in values]), m) for m in METRICS]
         lines.append(f"| mean ± std ({len(values)}) | {method} | " + " | ".join(cells) + " |")
     if crossval is not None:
         model = crossval["methods"]["model"]
-        cells = [
-            f"{model[m]['mean']:.{3 if 'SSIM' in m or 'MAE' in m else 2}f} ± "
-            f"{model[m]['std']:.{3 if 'SSIM' in m or 'MAE' in m else 2}f}"
-            for m in METRICS
-        ]
+        cells = [_mean_std(model[m]["mean"], model[m]["std"], m) for m in METRICS]
         lines.append(
             f"| mean ± std ({len(crossval['subjects'])}) | {bundle} (cross-validated) | " + " | ".join(cells) + " |"
         )
@@ -224,10 +228,6 @@ def bundle_rows(metadata: dict[str, Any], request: str, cases: list[str]) -> lis
     recorded = metadata.get("metrics", {}).get("crossval", {}).get("rows", [])
     chosen = [r for r in recorded if r["request"] == request and r["method"] == "model" and r["case"] in cases]
     return [{**{k: r[k] for k in ("case", *METRICS)}, "method": metadata["name"]} for r in chosen]
-
-
-def _fmt(value: float, metric: str) -> str:
-    return f"{value:.3f}" if "SSIM" in metric or "MAE" in metric else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
