@@ -31,7 +31,7 @@ from monai.networks.nets import UNet
 from MedTransCore.metrics import brain_mr_metrics, brain_mr_scale
 
 from .config import load_config
-from .crossval import METRICS, Subject, subjects_of
+from .crossval import METRICS, Subject, best_per_metric, subjects_of
 
 #: The issue's plain net.
 CHANNELS, STRIDES, RES_UNITS = (24, 48, 96, 192), (2, 2, 2), 2
@@ -173,7 +173,7 @@ def calibrate(
         truth = volume[:, -1]
         scores = {"plain": brain_mr_metrics(translate_plain(net, volume[:, :-1], brain), truth, brain)}
         identities = [brain_mr_metrics(volume[:, c], truth, brain) for c in range(len(sources))]
-        scores["identity"] = {m: (min if m.startswith("MAE") else max)(s[m] for s in identities) for m in METRICS}
+        scores["identity"] = best_per_metric(identities)
         rows += [{"case": held.case, "method": method, **values} for method, values in scores.items()]
         log(
             f"  {held.case}: plain net PSNR {scores['plain']['PSNR_whole']:.2f} dB, SSIM {scores['plain']['SSIM_whole']:.3f}"

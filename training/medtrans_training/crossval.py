@@ -114,6 +114,11 @@ def requests_of(subject: Subject) -> list[Request]:
     return pairs + sets
 
 
+def best_per_metric(candidates: list[dict[str, float]]) -> dict[str, float]:
+    """The best of several sources' scores on each of :data:`METRICS` (lowest MAE, highest PSNR and SSIM)."""
+    return {metric: (min if metric.startswith("MAE") else max)(c[metric] for c in candidates) for metric in METRICS}
+
+
 def strip_splits(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of the config without validation/test splits (every case trains)."""
     config = copy.deepcopy(config)
@@ -290,9 +295,7 @@ def score_fold(
             per_source["histogram_matching"].append(brain_mr_metrics(matched, truth, brain))
         # With several sources a baseline is the best single source on each metric (the stricter comparison).
         for method, candidates in per_source.items():
-            scores[method] = {
-                metric: (min if metric.startswith("MAE") else max)(c[metric] for c in candidates) for metric in METRICS
-            }
+            scores[method] = best_per_metric(candidates)
         for method, values in scores.items():
             rows.append({"case": subject.case, "request": request.key, "method": method, **values})
         log(
