@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from medtrans_training.calibration import (
     CropSampler,
@@ -70,6 +71,18 @@ def test_the_command_writes_the_table_and_its_rows(tmp_path, monkeypatch):
     assert main([str(config), "--steps", "2", "--out", str(out)]) == 0
     assert "MR_T1->MR_T2" in out.read_text()
     assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 6
+    # A later run reuses those rows (no training) and puts a bundle's per-subject rows beside them.
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    recorded = [{"case": "case1", "request": "MR_T1->MR_T2", "method": "model", **dict.fromkeys(METRICS, 0.5)}]
+    (bundle / "metadata.json").write_text(json.dumps({"name": "brain", "metrics": {"crossval": {"rows": recorded}}}))
+    monkeypatch.setattr(calibration, "calibrate", None)  # calling it would fail
+    again = tmp_path / "again.md"
+    args = [str(config), "--plain-rows", str(out.with_suffix(".json")), "--bundle", str(bundle), "--out", str(again)]
+    assert main(args) == 0
+    assert "| case1 | brain | 0.50 |" in again.read_text() and "2 steps" in again.read_text()
+    with pytest.raises(ValueError, match="not MR_T2->MR_T1"):
+        main([*args[:3], "--sources", "MR_T2", "--target", "MR_T1"])
 
 
 def test_a_bundles_recorded_per_subject_scores_of_the_request_become_its_rows():

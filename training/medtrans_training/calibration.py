@@ -10,7 +10,8 @@ clipped, 0 outside), on axial slices cropped to 160 x 160 around the brain's cen
 
 ``python -m medtrans_training.calibration CONFIG --target MR_T2 --sources MR_T1 --out docs/brain_mr_calibration.md``
 (CONFIG: a cross-validation config, for its data; ``--bundle`` names the bundle whose cross-validated scores of the
-same request are put beside the plain net's).
+same request are put beside the plain net's; ``--plain-rows`` reuses the plain net's rows of an earlier run's
+``.json`` instead of training it again, e.g. to put a new bundle beside it).
 """
 
 from __future__ import annotations
@@ -230,6 +231,19 @@ def bundle_rows(metadata: dict[str, Any], request: str, cases: list[str]) -> lis
     return [{**{k: r[k] for k in ("case", *METRICS)}, "method": metadata["name"]} for r in chosen]
 
 
+def reused_rows(path: Path, request: str) -> tuple[list[dict[str, Any]], int]:
+    """The plain-net and identity rows and the step count of an earlier calibration's ``.json``.
+
+    Raises:
+        ValueError: the file is of another request.
+    """
+    earlier = json.loads(Path(path).read_text())
+    if earlier["request"] != request:
+        raise ValueError(f"{path} holds {earlier['request']}, not {request}")
+    rows = [r for r in earlier["rows"] if r["method"] in ("plain", "identity")]
+    return rows, int(earlier["steps"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medtrans_training.calibration", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="a cross-validation config (its data section names the subjects)")
@@ -238,11 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--bundle", help="a bundle whose cross-validated scores of the request are shown beside")
     parser.add_argument("--out", type=Path, help="markdown table (a .json with the rows is written beside it)")
+    parser.add_argument(
+        "--plain-rows", type=Path, help="an earlier run's .json: reuse its plain-net and identity rows (no training)"
+    )
     args = parser.parse_args(argv)
-    subjects = subjects_of(load_config(args.config))
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     request = f"{'+'.join(sources)}->{args.target}"
-    rows = calibrate(subjects, sources, args.target, steps=args.steps, channels=CHANNELS, crop=CROP)
+    if args.plain_rows:
+        rows, args.steps = reused_rows(args.plain_rows, request)
+    else:
+        subjects = subjects_of(load_config(args.config))
+        rows = calibrate(subjects, sources, args.target, steps=args.steps, channels=CHANNELS, crop=CROP)
     crossval, bundle_name = None, None
     if args.bundle:
         metadata = json.loads((Path(args.bundle) / "metadata.json").read_text())
