@@ -96,9 +96,10 @@ def test_a_pipeline_must_name_earlier_stages_and_distinct_names(tmp_path):
     cases = {
         "later": [{"name": "a", "config": tiny, "runs": {"model.autoencoder_run": "b"}}, {"name": "b", "config": tiny}],
         "twice": [{"name": "a", "config": tiny}, {"name": "a", "config": tiny}],
-        "keys": [{"name": "a", "config": tiny, "set": {}}],
+        "keys": [{"name": "a", "config": tiny, "extra": {}}],
+        "set": [{"name": "a", "config": tiny, "set": {"train.steps": 2}}],
     }
-    messages = {"later": "not an earlier stage", "twice": "used twice", "keys": "must be"}
+    messages = {"later": "not an earlier stage", "twice": "used twice", "keys": "must be", "set": "list of key=value"}
     for key, stages in cases.items():
         path = tmp_path / f"{key}.yaml"
         path.write_text(yaml.safe_dump({"pipeline": stages}))

@@ -17,6 +17,7 @@ from medtrans_training.crossval_report import crossval_table, replace_block
 from medtrans_training.data import build_datasets
 from medtrans_training.stages.slice_unet import SliceUNetStage
 from MedTransCore.bundles import load_bundle
+from MedTransCore.errors import InputError
 from MedTransCore.metrics import brain_mr_metrics
 from MedTransCore.models.slice_unet import build_slice_unet, signal_box, slice_stack
 
@@ -221,6 +222,35 @@ def test_crossval_trains_one_model_per_held_out_subject_scores_it_through_the_pi
     result = translate_image(image, "MR_T1", "MR_T2", model=str(out / "fold-case1" / "bundle"))
     outside = sitk.GetArrayFromImage(image) == 0
     assert np.all(sitk.GetArrayFromImage(result.image)[outside] == 0)
+
+
+def test_a_fine_tuning_stage_starts_from_the_earlier_runs_weights_and_adds_the_ssim_loss(subjects, tmp_path):
+    import yaml
+
+    from medtrans_training.crossval import train_recipe
+    from medtrans_training.recipe import load_recipe
+    from medtrans_training.stages.base import load_run_state
+
+    (tmp_path / "slice.json").write_text(json.dumps(slice_config(subjects)))
+    finetune = {"name": "finetune", "config": "slice.json", "set": ["model.loss.ssim=1.0", "train.steps=1"]}
+    pipeline = {
+        "pipeline": [{"name": "base", "config": "slice.json"}, {**finetune, "runs": {"model.init_run": "base"}}]
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(pipeline))
+    recipe = load_recipe(tmp_path / "ft.yaml")
+    model_run = train_recipe(recipe, tmp_path / "cv" / "all", None, device="cpu", log=print)
+    assert model_run == tmp_path / "cv" / "all" / "finetune"
+    assert recipe.stages[0].config["model"].get("loss", {}).get("ssim", 0.0) == 0.0  # the base stage is unchanged
+    logged = [json.loads(line) for line in (model_run / "metrics.jsonl").read_text().splitlines()]
+    assert any(0.0 <= r.get("loss_ssim", -1) <= 2.0 for r in logged)
+    # Built from init_run, the generator holds the base run's EMA weights before its first step.
+    config = json.loads((model_run / "config.json").read_text())
+    generator = SliceUNetStage(config).build_modules()["generator"]
+    base = load_run_state(tmp_path / "cv" / "all" / "base", "generator")
+    assert all(torch.equal(generator.state_dict()[k], v) for k, v in base.items())
+    config["model"]["network"]["channels"] = [4, 8, 32]
+    with pytest.raises(InputError, match="holds another network"):
+        SliceUNetStage(config).build_modules()
 
 
 @pytest.mark.slow

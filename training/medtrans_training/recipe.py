@@ -10,7 +10,8 @@ so no stage has seen the held-out subject. A pipeline file names the stages in o
       - {name: decoder, config: brain_mr_vae_decoder.yaml, runs: {model.transformer_run: transformer}}
 
 ``config`` paths are relative to the pipeline file; ``runs`` sets a config key to the run folder of an earlier
-stage of the same fold. The last stage's run is the model (it exports the bundle). A command-line override
+stage of the same fold; ``set`` lists overrides of that stage's config, so two stages may share one file (a
+fine-tuning stage: ``{name: finetune, config: same.yaml, set: [train.steps=400], runs: {model.init_run: base}}``). The last stage's run is the model (it exports the bundle). A command-line override
 (``--set``) applies to every stage (``--set train.steps=2`` shortens them all), or, prefixed with a stage's name and
 a colon, to that stage only (``--set transformer:model.network.depth=2``). A plain run config is a one-stage recipe
 whose run folder is the fold folder itself.
@@ -101,17 +102,23 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         if (
             not isinstance(entry, dict)
             or not {"name", "config"} <= set(entry)
-            or set(entry) - {"name", "config", "runs"}
+            or set(entry) - {"name", "config", "runs", "set"}
         ):
-            raise InputError(f"{where} must be {{name: ..., config: FILE, runs: {{key: earlier stage}}}}")
+            raise InputError(
+                f"{where} must be {{name: ..., config: FILE, runs: {{key: earlier stage}}, set: [key=value, ...]}}"
+            )
         runs = dict(entry.get("runs") or {})
+        own = entry.get("set") or []
+        if not isinstance(own, list) or not all(isinstance(item, str) for item in own):
+            raise InputError(f"{where}: set must be a list of key=value strings")
         known = {s.name for s in stages}
         if entry["name"] in known:
             raise InputError(f"{where}: the stage name {entry['name']!r} is used twice")
         for key, earlier in runs.items():
             if earlier not in known:
                 raise InputError(f"{where}: runs.{key} names {earlier!r}, not an earlier stage ({sorted(known)})")
-        config = load_config(path.parent / entry["config"], [*shared, *scoped.pop(entry["name"], [])])
+        # The command line's overrides come last: they win over the pipeline's own.
+        config = load_config(path.parent / entry["config"], [*own, *shared, *scoped.pop(entry["name"], [])])
         stages.append(RecipeStage(str(entry["name"]), config, runs))
     if scoped:
         raise InputError(f"--set names unknown stage(s) {sorted(scoped)}; {path} has {[s.name for s in stages]}")
