@@ -381,3 +381,48 @@ def brain_mr_metrics(prediction: np.ndarray, reference: np.ndarray, brain: np.nd
         "PSNR_brain": psnr(float((error[brain] ** 2).mean())),
         "SSIM_brain": float(ssim[brain].mean()),
     }
+
+
+def checkerboard_ratio(volume: np.ndarray, mask: np.ndarray, period: int = 2, tile: int = 64) -> float:
+    """How strongly a grid of ``period`` voxels stands out of an image's in-plane power spectrum.
+
+    Transposed convolutions leave a grid of period 2 (and, magnified by the layers above, 4) on smooth regions. On
+    every axial slice whose mask covers at least a ``tile`` x ``tile`` area, a tile at the mask's centre is
+    Fourier-transformed; the power summed over slices at the grid's three frequencies (along x, along y, diagonal) is
+    divided by the power at their neighbours. Natural images give about 1; a visible grid several times that.
+
+    Args:
+        volume: ``(Z, Y, X)`` intensities.
+        mask: ``(Z, Y, X)`` bool: where the tiles are centred (e.g. the brain).
+        period: the grid's period in voxels (even, at most ``tile``).
+        tile: the side of the analysed square.
+
+    Raises:
+        InputError: mismatched shapes, a bad period, or no slice with enough mask.
+    """
+    if volume.shape != mask.shape or volume.ndim != 3:
+        raise InputError(f"volume and mask must be one (Z, Y, X) shape, got {volume.shape} and {mask.shape}")
+    if period < 2 or period % 2 or tile % period or period > tile:
+        raise InputError(f"period must be even and divide tile ({tile}), got {period}")
+    if min(volume.shape[1:]) < tile:
+        raise InputError(f"slices of {volume.shape[1:]} are smaller than the {tile}-voxel tile")
+    k = tile // period
+    power = np.zeros((tile, tile))
+    slices = 0
+    for z in range(volume.shape[0]):
+        if mask[z].sum() < tile * tile:
+            continue
+        ys, xs = np.nonzero(mask[z])
+        y0 = int(np.clip(round(ys.mean()) - tile // 2, 0, volume.shape[1] - tile))
+        x0 = int(np.clip(round(xs.mean()) - tile // 2, 0, volume.shape[2] - tile))
+        window = volume[z, y0 : y0 + tile, x0 : x0 + tile].astype(np.float64)
+        power += np.abs(np.fft.fft2(window - window.mean())) ** 2
+        slices += 1
+    if not slices:
+        raise InputError(f"no axial slice has a mask of at least {tile}x{tile} voxels")
+    peaks = power[0, k] + power[k, 0] + power[k, k]
+    neighbours = (
+        power[0, k - 1] + power[0, (k + 1) % tile] + power[k - 1, 0] + power[(k + 1) % tile, 0]
+        + power[k - 1, k] + power[(k + 1) % tile, k]
+    ) / 2  # fmt: skip
+    return float(peaks / max(neighbours, 1e-12))

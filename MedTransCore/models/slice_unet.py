@@ -11,6 +11,12 @@ does not have is filled with the background value. Which sequences are present i
 every normalisation layer (FiLM, :class:`~MedTransCore.models.unet.FiLMNorm`), so one network trained with random
 sequence dropout serves every subset: T1 alone, or T1 + T1c + FLAIR. Outputs: one channel per modality of
 ``modalities``; the request's target selects its channel.
+
+Up-sampling: MONAI's ``UNet`` up-samples with stride-2 transposed convolutions, whose 3x3 kernels overlap unevenly
+and leave a faint grid on smooth regions (the checkerboard of Odena et al., 2016). ``upsample="deconv_blur"``
+follows each with a fixed binomial blur that cancels that grid (:class:`BlurredConvTranspose2d`). It is a choice for
+training from scratch: the top layer's transposed convolution carries the output's finest detail, so blurring the
+layers of a network trained without the blur changes its output entirely (fine-tuning one did not recover).
 """
 
 from __future__ import annotations
@@ -29,7 +35,68 @@ from .base import CancelFn, ProgressFn, Translator, check_cancel
 from .baselines import load_quantiles, match_quantiles, volume_quantiles
 from .unet import BACKGROUND, _add_film, _Condition
 
-__all__ = ["SliceUNet", "SliceUNetTranslator", "build_slice_unet", "signal_box", "slice_stack"]
+__all__ = [
+    "BlurredConvTranspose2d",
+    "SliceUNet",
+    "SliceUNetTranslator",
+    "build_slice_unet",
+    "signal_box",
+    "slice_stack",
+]
+
+UPSAMPLE_MODES = ("deconv", "deconv_blur")
+
+
+class BlurredConvTranspose2d(nn.ConvTranspose2d):
+    """A stride-2 transposed convolution followed by a fixed binomial ``[1, 2, 1] / 4`` blur in each axis.
+
+    A 3x3 kernel at stride 2 reaches even and odd output pixels with different taps: a period-2 grid that the
+    layers above magnify into a checkerboard. The binomial filter has a zero at that frequency, so the grid
+    cannot form. The parameters (names and shapes) are the transposed convolution's.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.stride != (2, 2):
+            raise ValueError(f"the blur cancels the grid of stride 2 only, got stride {self.stride}")
+        binomial = torch.tensor([1.0, 2.0, 1.0]) / 4
+        self.register_buffer("blur", torch.outer(binomial, binomial)[None, None], persistent=False)
+
+    @classmethod
+    def replacing(cls, deconv: nn.ConvTranspose2d) -> BlurredConvTranspose2d:
+        """A blurred copy of ``deconv`` (same configuration and weights)."""
+        layer = cls(
+            deconv.in_channels,
+            deconv.out_channels,
+            deconv.kernel_size,
+            stride=deconv.stride,
+            padding=deconv.padding,
+            output_padding=deconv.output_padding,
+            groups=deconv.groups,
+            bias=deconv.bias is not None,
+            dilation=deconv.dilation,
+        )
+        layer.load_state_dict(deconv.state_dict())
+        return layer
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        """``(B, C_in, H, W)`` -> ``(B, C_out, 2H, 2W)`` (with MONAI's padding), blurred channel by channel."""
+        y = super().forward(x, output_size)
+        channels = y.shape[1]
+        y = F.pad(y, (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(y, self.blur.to(y.dtype).expand(channels, 1, 3, 3), groups=channels)
+
+
+def _blur_deconvs(module: nn.Module) -> int:
+    """Replace every transposed convolution inside ``module`` by a :class:`BlurredConvTranspose2d`; how many."""
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.ConvTranspose2d):
+            setattr(module, name, BlurredConvTranspose2d.replacing(child))
+            count += 1
+        else:
+            count += _blur_deconvs(child)
+    return count
 
 
 class SliceUNet(nn.Module):
@@ -90,6 +157,7 @@ def build_slice_unet(
     num_res_units: int = 2,
     norm: str = "instance",
     dropout: float = 0.0,
+    upsample: str = "deconv",
 ) -> SliceUNet:
     """Build the network from its keyword config (the bundle's ``network`` field).
 
@@ -102,6 +170,8 @@ def build_slice_unet(
         num_res_units: residual units per block.
         norm: normalisation layer (``"instance"``, ``"batch"``); it carries the presence conditioning.
         dropout: dropout probability.
+        upsample: ``"deconv"`` (MONAI's transposed convolutions) or ``"deconv_blur"`` (each followed by a fixed
+            binomial blur: no checkerboard; same weights, see :class:`BlurredConvTranspose2d`).
 
     Raises:
         ValueError: an inconsistent or unknown setting.
@@ -120,6 +190,8 @@ def build_slice_unet(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if not norm:
         raise ValueError("norm is required: the presence conditioning modulates the normalisation layers")
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample must be one of {list(UPSAMPLE_MODES)}, got {upsample!r}")
     backbone = nn.Sequential(
         UNet(
             spatial_dims=2,
@@ -133,6 +205,8 @@ def build_slice_unet(
         ),
         nn.Conv2d(channels[0], len(modalities), kernel_size=1),
     )
+    if upsample == "deconv_blur":
+        _blur_deconvs(backbone)
     return SliceUNet(backbone, len(input_modalities), len(modalities), context, math.prod(strides))
 
 

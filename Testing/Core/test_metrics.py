@@ -18,6 +18,7 @@ from MedTransCore.metrics import (
     CT_METRIC_NAMES,
     METRIC_NAMES,
     MS_SSIM_WEIGHTS,
+    checkerboard_ratio,
     compute_metrics,
     difference_map,
     evaluate_images,
@@ -263,3 +264,22 @@ def test_evaluate_images_on_different_grids_asks_for_rigid_registration():
         evaluate_images(to_image(prediction[1:]), to_image(reference[1:], spacing=(1.0, 1.0, 3.0)), "CT")
     with pytest.raises(InputError, match="mask and reference are on different grids"):
         evaluate_images(to_image(prediction), to_image(reference), "CT", to_image(mask[1:].astype(np.uint8)))
+
+
+def test_the_checkerboard_ratio_is_about_one_for_a_smooth_image_and_large_for_a_transposed_convolution_grid():
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.standard_normal((6, 96, 96)), 2.0)
+    brain = np.zeros(smooth.shape, bool)
+    brain[:, 8:88, 8:88] = True
+    assert checkerboard_ratio(smooth, brain) < 2
+    # A stride-2 transposed convolution's grid: odd rows and columns brighter.
+    lines = np.zeros(smooth.shape[1:])
+    lines[1::2, :] += 1
+    lines[:, 1::2] += 1
+    gridded = smooth + 0.05 * smooth.std() * lines
+    assert checkerboard_ratio(gridded, brain) > 5 * checkerboard_ratio(smooth, brain)
+    assert checkerboard_ratio(gridded, brain, period=4) < 2  # a period-2 grid has no period-4 component
+    with pytest.raises(InputError, match="no axial slice"):
+        checkerboard_ratio(smooth, np.zeros_like(brain))
+    with pytest.raises(InputError, match="period must be even"):
+        checkerboard_ratio(smooth, brain, period=3)

@@ -19,7 +19,7 @@ from medtrans_training.stages.slice_unet import SliceUNetStage
 from MedTransCore.bundles import load_bundle
 from MedTransCore.errors import InputError
 from MedTransCore.metrics import brain_mr_metrics
-from MedTransCore.models.slice_unet import build_slice_unet, signal_box, slice_stack
+from MedTransCore.models.slice_unet import BlurredConvTranspose2d, build_slice_unet, signal_box, slice_stack
 
 from .helpers import write_simple_cases
 
@@ -66,6 +66,28 @@ def test_the_slice_network_returns_every_modality_on_slices_of_any_size():
         network(torch.randn(2, 3, 1, 13, 18), torch.ones(2, 3))
     with pytest.raises(ValueError, match="norm is required"):
         build_slice_unet(input_modalities=MODALITIES, modalities=MODALITIES, norm="")
+
+
+def test_blurred_up_sampling_leaves_no_checkerboard_and_keeps_the_deconv_parameters():
+    torch.manual_seed(0)
+    deconv = torch.nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1)
+    blurred = BlurredConvTranspose2d.replacing(deconv)
+    flat = torch.ones(1, 3, 8, 8)
+
+    def spread(image: torch.Tensor) -> float:  # the largest per-channel spread away from the border
+        return float(image[:, :, 2:-2, 2:-2].std(dim=(-2, -1)).max())
+
+    assert spread(deconv(flat)) > 0.05  # the transposed convolution's grid on a constant input
+    assert blurred(flat).shape == deconv(flat).shape and spread(blurred(flat)) < 1e-5
+    kwargs = {"input_modalities": MODALITIES, "modalities": MODALITIES, "channels": [4, 8, 16], "strides": [2, 2]}
+    plain, smooth = build_slice_unet(**kwargs), build_slice_unet(**kwargs, upsample="deconv_blur")
+    assert sum(isinstance(m, BlurredConvTranspose2d) for m in smooth.modules()) == 2
+    smooth.load_state_dict(plain.state_dict())  # the same parameters (the blur is a fixed, unsaved buffer)
+    assert smooth(torch.randn(1, 3, 3, 13, 18), torch.ones(1, 3)).shape == (1, 3, 13, 18)
+    with pytest.raises(ValueError, match="upsample must be"):
+        build_slice_unet(**kwargs, upsample="bilinear")
+    with pytest.raises(ValueError, match="stride 2 only"):
+        BlurredConvTranspose2d(3, 2, 3, stride=3)
 
 
 def test_which_sequences_are_present_changes_the_prediction_once_the_film_layers_learned():
