@@ -10,11 +10,12 @@ so no stage has seen the held-out subject. A pipeline file names the stages in o
       - {name: decoder, config: brain_mr_vae_decoder.yaml, runs: {model.transformer_run: transformer}}
 
 ``config`` paths are relative to the pipeline file; ``runs`` sets a config key to the run folder of an earlier
-stage of the same fold; ``set`` lists overrides of that stage's config, so two stages may share one file (a
-fine-tuning stage: ``{name: finetune, config: same.yaml, set: [train.steps=400], runs: {model.init_run: base}}``). The last stage's run is the model (it exports the bundle). A command-line override
-(``--set``) applies to every stage (``--set train.steps=2`` shortens them all), or, prefixed with a stage's name and
-a colon, to that stage only (``--set transformer:model.network.depth=2``). A plain run config is a one-stage recipe
-whose run folder is the fold folder itself.
+stage of the same fold; ``set`` lists overrides of that stage's config, so two stages may share one file, e.g. a
+fine-tuning stage ``{name: finetune, config: same.yaml, set: [train.steps=400], runs: {model.init_run: base}}``.
+The last stage's run is the model (it exports the bundle). A command-line override (``--set``) applies to every
+stage (``--set train.steps=2`` shortens them all), or, prefixed with a stage's name and a colon, to that stage only
+(``--set transformer:model.network.depth=2``); it wins over a stage's own ``set``. A plain run config is a one-stage
+recipe whose run folder is the fold folder itself.
 """
 
 from __future__ import annotations
