@@ -87,16 +87,13 @@ class BlurredConvTranspose2d(nn.ConvTranspose2d):
         return F.conv2d(y, self.blur.to(y.dtype).expand(channels, 1, 3, 3), groups=channels)
 
 
-def _blur_deconvs(module: nn.Module) -> int:
-    """Replace every transposed convolution inside ``module`` by a :class:`BlurredConvTranspose2d`; how many."""
-    count = 0
+def _blur_deconvs(module: nn.Module) -> None:
+    """Replace every transposed convolution inside ``module`` by a :class:`BlurredConvTranspose2d`, in place."""
     for name, child in module.named_children():
         if isinstance(child, nn.ConvTranspose2d):
             setattr(module, name, BlurredConvTranspose2d.replacing(child))
-            count += 1
         else:
-            count += _blur_deconvs(child)
-    return count
+            _blur_deconvs(child)
 
 
 class SliceUNet(nn.Module):

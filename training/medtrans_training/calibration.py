@@ -258,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     request = f"{'+'.join(sources)}->{args.target}"
-    if args.plain_rows:
-        rows, args.steps = reused_rows(args.plain_rows, request)
+    steps = args.steps
+    if args.plain_rows:  # the earlier run's step count describes its rows
+        rows, steps = reused_rows(args.plain_rows, request)
     else:
         subjects = subjects_of(load_config(args.config))
-        rows = calibrate(subjects, sources, args.target, steps=args.steps, channels=CHANNELS, crop=CROP)
+        rows = calibrate(subjects, sources, args.target, steps=steps, channels=CHANNELS, crop=CROP)
     crossval, bundle_name = None, None
     if args.bundle:
         metadata = json.loads((Path(args.bundle) / "metadata.json").read_text())
@@ -270,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         crossval = metadata.get("metrics", {}).get("crossval", {}).get("requests", {}).get(request)
         cases = [r["case"] for r in rows if r["method"] == "plain"]
         rows = sorted(rows + bundle_rows(metadata, request, cases), key=lambda r: cases.index(r["case"]))
-    table = calibration_table(rows, request, crossval, args.steps, bundle_name)
+    table = calibration_table(rows, request, crossval, steps, bundle_name)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table, encoding="utf-8")
         args.out.with_suffix(".json").write_text(
-            json.dumps({"request": request, "steps": args.steps, "rows": rows}, indent=1)
+            json.dumps({"request": request, "steps": steps, "rows": rows}, indent=1)
         )
     return 0
 
